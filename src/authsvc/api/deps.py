@@ -1,0 +1,100 @@
+"""Dependencies and their ``Annotated`` aliases."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from authsvc.api.context import AppContext
+from authsvc.config import Settings
+from authsvc.services.auth import AuthService, ClientInfo
+
+
+def get_context(request: Request) -> AppContext:
+    ctx: AppContext = request.app.state.ctx
+    return ctx
+
+
+ContextDep = Annotated[AppContext, Depends(get_context)]
+
+
+def get_settings_dep(ctx: ContextDep) -> Settings:
+    return ctx.settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+
+
+async def get_db(ctx: ContextDep) -> AsyncIterator[AsyncSession]:
+    # Opens and closes; never commits (services own the transaction).
+    async with ctx.sessionmaker() as session:
+        yield session
+
+
+DbSession = Annotated[AsyncSession, Depends(get_db)]
+
+
+def get_auth_service(ctx: ContextDep, db: DbSession) -> AuthService:
+    return AuthService(db, settings=ctx.settings, hasher=ctx.hasher, codec=ctx.codec)
+
+
+AuthServiceDep = Annotated[AuthService, Depends(get_auth_service)]
+
+
+def get_now() -> datetime:
+    return datetime.now(UTC)
+
+
+Now = Annotated[datetime, Depends(get_now)]
+
+
+def _is_trusted(address: str, proxies: list[str]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    for entry in proxies:
+        try:
+            if ip in ipaddress.ip_network(entry, strict=False):
+                return True
+        except ValueError:
+            continue
+    return False
+
+
+def client_address(request: Request, trusted_proxies: list[str]) -> str | None:
+    """The client's address: the peer, or, behind trusted proxies, the first untrusted hop.
+
+    ``X-Forwarded-For`` is read right to left and only while each hop is a trusted proxy,
+    so a client cannot choose its own address by sending the header itself.
+    """
+    peer = request.client.host if request.client else None
+    if peer is None or not trusted_proxies or not _is_trusted(peer, trusted_proxies):
+        return peer
+    hops = [h.strip() for v in request.headers.getlist("x-forwarded-for") for h in v.split(",")]
+    address = peer
+    for hop in reversed([h for h in hops if h]):
+        try:
+            ipaddress.ip_address(hop)
+        except ValueError:
+            break
+        address = hop
+        if not _is_trusted(hop, trusted_proxies):
+            break
+    return address
+
+
+def get_client(request: Request, settings: SettingsDep) -> ClientInfo:
+    agent = request.headers.get("user-agent")
+    return ClientInfo(
+        ip_address=client_address(request, settings.trusted_proxies),
+        user_agent=agent.replace("\x00", "")[:512] if agent else None,
+    )
+
+
+Client = Annotated[ClientInfo, Depends(get_client)]

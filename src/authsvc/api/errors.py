@@ -1,0 +1,130 @@
+"""Every exception -> HTTP response translation, in one place."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from authsvc.errors import AuthError, ErrorCode, ServiceUnavailable, TooManyAttempts
+
+logger = logging.getLogger("authsvc.errors")
+
+STATUS: dict[ErrorCode, int] = {
+    ErrorCode.VALIDATION_ERROR: 422,
+    ErrorCode.PAYLOAD_TOO_LARGE: 413,
+    ErrorCode.NOT_FOUND: 404,
+    ErrorCode.METHOD_NOT_ALLOWED: 405,
+    ErrorCode.UNSUPPORTED_MEDIA_TYPE: 415,
+    ErrorCode.USERNAME_TAKEN: 409,
+    ErrorCode.REGISTRATION_DISABLED: 403,
+    ErrorCode.WEAK_PASSWORD: 422,
+    ErrorCode.INVALID_CREDENTIALS: 401,
+    ErrorCode.ACCOUNT_DISABLED: 403,
+    ErrorCode.TOO_MANY_ATTEMPTS: 429,
+    ErrorCode.REFRESH_TOKEN_EXPIRED: 403,
+    ErrorCode.REFRESH_TOKEN_REUSED: 403,
+    ErrorCode.REFRESH_TOKEN_REVOKED: 403,
+    ErrorCode.INVALID_REFRESH_TOKEN: 403,
+    ErrorCode.ORIGIN_NOT_ALLOWED: 403,
+    ErrorCode.NOT_AUTHENTICATED: 401,
+    ErrorCode.TOKEN_EXPIRED: 401,
+    ErrorCode.INVALID_TOKEN: 401,
+    ErrorCode.SESSION_NOT_FOUND: 404,
+    ErrorCode.INVALID_REQUEST: 400,
+    ErrorCode.INVALID_CLIENT: 401,
+    ErrorCode.SERVICE_UNAVAILABLE: 503,
+}
+
+REALM = 'Bearer realm="authsvc"'
+WWW_AUTHENTICATE: dict[ErrorCode, str] = {
+    ErrorCode.NOT_AUTHENTICATED: REALM,
+    ErrorCode.INVALID_CREDENTIALS: REALM,
+    ErrorCode.TOKEN_EXPIRED: f'{REALM}, error="invalid_token", error_description="The access token expired"',
+    ErrorCode.INVALID_TOKEN: f'{REALM}, error="invalid_token"',
+    ErrorCode.INVALID_CLIENT: 'Basic realm="authsvc"',
+}
+SERVICE_UNAVAILABLE_RETRY_AFTER = "5"
+_HTTP_CODES = {
+    404: ErrorCode.NOT_FOUND,
+    405: ErrorCode.METHOD_NOT_ALLOWED,
+    413: ErrorCode.PAYLOAD_TOO_LARGE,
+    415: ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+}
+
+
+def error_response(code: ErrorCode | str, detail: Any, status: int, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": str(code), "detail": detail}, status_code=status, headers=headers)
+
+
+def auth_error_response(exc: AuthError) -> JSONResponse:
+    headers: dict[str, str] = {}
+    if exc.code in WWW_AUTHENTICATE:
+        headers["WWW-Authenticate"] = WWW_AUTHENTICATE[exc.code]
+    if isinstance(exc, TooManyAttempts):
+        headers["Retry-After"] = str(exc.retry_after)
+    if exc.code is ErrorCode.SERVICE_UNAVAILABLE:
+        headers["Retry-After"] = SERVICE_UNAVAILABLE_RETRY_AFTER
+    return error_response(exc.code, exc.detail, STATUS[exc.code], headers)
+
+
+def _safe_validation_errors(errors: Any) -> list[dict[str, Any]]:
+    """FastAPI's error list without ``input`` (it may hold a password) or ``url``."""
+    cleaned = []
+    for err in errors:
+        item = {k: v for k, v in err.items() if k not in ("input", "url", "ctx")}
+        if "ctx" in err:
+            item["ctx"] = {k: str(v) for k, v in err["ctx"].items()}
+        cleaned.append(item)
+    return jsonable_encoder(cleaned)
+
+
+async def _on_auth_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, AuthError)
+    return auth_error_response(exc)
+
+
+async def _on_validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return error_response(ErrorCode.VALIDATION_ERROR, _safe_validation_errors(exc.errors()), 422)
+
+
+async def _on_http_exception(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    return error_response(code, str(exc.detail), exc.status_code, dict(exc.headers or {}))
+
+
+async def _on_database_unavailable(_request: Request, exc: Exception) -> JSONResponse:
+    # Connection refused, pool exhausted, statement timeout: the database, not the request.
+    if isinstance(exc, DBAPIError) and not _is_unavailability(exc):
+        raise exc
+    logger.warning("database unavailable: %s", type(exc).__name__)
+    return auth_error_response(ServiceUnavailable())
+
+
+def _is_unavailability(exc: DBAPIError) -> bool:
+    if exc.connection_invalidated:
+        return True
+    name = type(exc.orig).__name__ if exc.orig is not None else ""
+    return isinstance(exc.orig, OSError | TimeoutError) or any(
+        marker in name
+        for marker in ("Connection", "Timeout", "QueryCanceled", "CannotConnect", "Shutdown", "TooManyConnections")
+    ) or "database is locked" in str(exc.orig)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(AuthError, _on_auth_error)
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, _on_http_exception)
+    app.add_exception_handler(DBAPIError, _on_database_unavailable)
+    app.add_exception_handler(PoolTimeoutError, _on_database_unavailable)
+    app.add_exception_handler(OSError, _on_database_unavailable)
+    app.add_exception_handler(TimeoutError, _on_database_unavailable)

@@ -1,0 +1,154 @@
+"""Register, login and refresh."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Cookie, Header, Query, Request, Response, status
+from fastapi.exceptions import RequestValidationError
+
+from authsvc.api.bodies import json_or_form_body, parse_json_or_form
+from authsvc.api.deps import AuthServiceDep, Client, Now, SettingsDep
+from authsvc.config import Settings
+from authsvc.errors import ErrorCode, OriginNotAllowed
+from authsvc.api.responses import errors
+from authsvc.schemas import LoginRequest, RefreshRequest, RegisterRequest, TokenPair, UserOut
+from authsvc.services.auth import IssuedTokens
+
+router = APIRouter(tags=["tokens"])
+
+REFRESH_COOKIE = "authsvc_refresh"
+Transport = Annotated[
+    Literal["json", "cookie"],
+    Query(description="`cookie`: the refresh token travels only in an HttpOnly cookie."),
+]
+
+
+def token_response(response: Response, tokens: IssuedTokens, *, transport: str, settings: Settings) -> TokenPair:
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Pragma"] = "no-cache"
+    refresh: str | None = tokens.refresh_token
+    if transport == "cookie":
+        response.set_cookie(
+            REFRESH_COOKIE,
+            tokens.refresh_token,
+            max_age=tokens.refresh_expires_in,
+            path="/",
+            secure=settings.cookie_secure,
+            httponly=True,
+            samesite="strict",
+        )
+        refresh = None
+    return TokenPair(
+        access_token=tokens.access_token,
+        refresh_token=refresh,
+        expires_in=tokens.expires_in,
+        refresh_expires_in=tokens.refresh_expires_in,
+    )
+
+
+@router.post(
+    "/register",
+    status_code=status.HTTP_201_CREATED,
+    response_model=UserOut,
+    summary="Create a user",
+    responses=errors(
+        (409, ErrorCode.USERNAME_TAKEN, "the username is registered already"),
+        (403, ErrorCode.REGISTRATION_DISABLED, "registration is closed"),
+        (422, ErrorCode.WEAK_PASSWORD, "the password breaks the policy (the detail names the rule)"),
+        (422, ErrorCode.VALIDATION_ERROR, "malformed body"),
+    ),
+)
+async def register(body: RegisterRequest, service: AuthServiceDep, now: Now) -> UserOut:
+    user = await service.register(username=body.username, password=body.password, now=now)
+    return UserOut(id=user.id, username=user.username, created_at=user.created_at)
+
+
+@router.post(
+    "/login",
+    response_model=TokenPair,
+    response_model_exclude_none=True,
+    summary="Log in with a password (JSON or the OAuth2 password form)",
+    openapi_extra=json_or_form_body(LoginRequest),
+    responses=errors(
+        (401, ErrorCode.INVALID_CREDENTIALS, "unknown user or wrong password"),
+        (403, ErrorCode.ACCOUNT_DISABLED, "the account is disabled"),
+        (429, ErrorCode.TOO_MANY_ATTEMPTS, "too many failed logins; see Retry-After"),
+        (422, ErrorCode.VALIDATION_ERROR, "malformed body"),
+    ),
+)
+async def login(
+    request: Request,
+    response: Response,
+    service: AuthServiceDep,
+    client: Client,
+    settings: SettingsDep,
+    now: Now,
+    transport: Transport = "json",
+) -> TokenPair:
+    body = await parse_json_or_form(request, LoginRequest)
+    tokens = await service.login(username=body.username, password=body.password, client=client, now=now)
+    return token_response(response, tokens, transport=transport, settings=settings)
+
+
+def refresh_token_from(
+    body: RefreshRequest | None, cookie: str | None, origin: str | None, settings: Settings
+) -> tuple[str, bool]:
+    """The presented refresh token and whether it came by cookie."""
+    if body is not None and body.refresh_token:
+        return body.refresh_token, False
+    if cookie:
+        # A browser sends the cookie cross-site only if SameSite fails us; refuse foreign
+        # origins outright, before anything is consumed.
+        if origin is not None and origin.rstrip("/") not in settings.cors_origins:
+            raise OriginNotAllowed()
+        return cookie, True
+    raise RequestValidationError(
+        [
+            {
+                "type": "missing",
+                "loc": ("body", "refresh_token"),
+                "msg": f"A refresh token is required, in the body or the {REFRESH_COOKIE} cookie.",
+            }
+        ]
+    )
+
+
+REFRESH_RESPONSES = errors(
+    (403, ErrorCode.REFRESH_TOKEN_EXPIRED, "the token or its session expired"),
+    (403, ErrorCode.REFRESH_TOKEN_REUSED, "an already-rotated token: the session is now revoked"),
+    (403, ErrorCode.REFRESH_TOKEN_REVOKED, "the session was logged out or revoked"),
+    (403, ErrorCode.INVALID_REFRESH_TOKEN, "malformed, forged, of the wrong type or unknown"),
+    (403, ErrorCode.ORIGIN_NOT_ALLOWED, "cookie request from an origin not allowed"),
+    (422, ErrorCode.VALIDATION_ERROR, "no token in the body or the cookie"),
+)
+
+
+@router.post(
+    "/generateTokens",
+    response_model=TokenPair,
+    response_model_exclude_none=True,
+    summary="Rotate a refresh token for a new token pair",
+    responses=REFRESH_RESPONSES,
+)
+@router.post(
+    "/refresh",
+    response_model=TokenPair,
+    response_model_exclude_none=True,
+    summary="Rotate a refresh token (alias of /generateTokens)",
+    responses=REFRESH_RESPONSES,
+)
+async def refresh(
+    response: Response,
+    service: AuthServiceDep,
+    client: Client,
+    settings: SettingsDep,
+    now: Now,
+    body: RefreshRequest | None = None,
+    cookie: Annotated[str | None, Cookie(alias=REFRESH_COOKIE, include_in_schema=False)] = None,
+    origin: Annotated[str | None, Header(include_in_schema=False)] = None,
+    transport: Transport = "json",
+) -> TokenPair:
+    token, via_cookie = refresh_token_from(body, cookie, origin, settings)
+    tokens = await service.refresh(refresh_token=token, client=client, now=now)
+    return token_response(response, tokens, transport="cookie" if via_cookie else transport, settings=settings)

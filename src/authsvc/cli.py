@@ -1,0 +1,198 @@
+"""The ``authsvc`` command."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import re
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import NoReturn, TypeVar
+
+import click
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from authsvc.config import Settings
+from authsvc.db import make_engine, make_sessionmaker
+from authsvc.errors import AuthError
+from authsvc.security.keys import KeyConfigError, load_signing_key
+
+
+@click.group(
+    help="authsvc: password login, JWT access tokens, rotating refresh tokens.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+def app() -> None:
+    pass
+
+USERNAME_RE = re.compile(r"^[A-Za-z0-9._@-]{3,64}$")
+T = TypeVar("T")
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    print(f"authsvc: error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def load_settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        field = f"AUTHSVC_{where.upper()}: " if where else ""
+        fail(f"invalid configuration: {field}{err['msg'].removeprefix('Value error, ')}")
+
+
+def check_username(username: str) -> str:
+    if not USERNAME_RE.fullmatch(username):
+        fail("the username must be 3-64 ASCII letters, digits or . _ - @")
+    return username.lower()
+
+
+def run_db(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    """Run ``work`` in a session on an up-to-date schema; a database error is one line."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    migrate_or_fail(settings)
+
+    async def runner() -> T:
+        engine = make_engine(settings)
+        try:
+            async with make_sessionmaker(engine)() as session:
+                return await work(session)
+        finally:
+            await engine.dispose()
+
+    try:
+        return asyncio.run(runner())
+    except (SQLAlchemyError, OSError) as exc:
+        fail(f"database error: {type(exc).__name__}", 1)
+
+
+def migrate_or_fail(settings: Settings) -> None:
+    from authsvc.migrations import upgrade_to_head
+
+    try:
+        upgrade_to_head(settings)
+    except Exception as exc:  # the one place a migration failure becomes a message
+        fail(f"migration failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", 1)
+
+
+@app.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535), help="Port to bind.")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Worker processes.")
+def serve(host: str, port: int, workers: int) -> None:
+    """Bring the schema up to date, then serve."""
+    import uvicorn
+
+    settings = load_settings()
+    try:
+        load_signing_key(settings)  # generate the development key once, before workers start
+    except KeyConfigError as exc:
+        fail(str(exc))
+    migrate_or_fail(settings)
+    uvicorn.run(
+        "authsvc.main:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        server_header=False,
+        proxy_headers=False,  # X-Forwarded-For is judged by AUTHSVC_TRUSTED_PROXIES
+        timeout_graceful_shutdown=20,
+    )
+
+
+@app.command()
+def migrate() -> None:
+    """Bring the schema up to date (alembic upgrade head) and exit."""
+    migrate_or_fail(load_settings())
+    print("authsvc: schema is up to date")
+
+
+@app.command("create-user")
+@click.argument("username")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+def create_user(username: str, password_stdin: bool) -> None:
+    """Create a user (prompts for the password unless --password-stdin)."""
+    from authsvc.main import build_hasher
+    from authsvc.services.auth import AuthService
+    from authsvc.security.tokens import TokenCodec
+
+    settings = load_settings()
+    username = check_username(username)
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Repeat password: ") != password:
+            fail("the passwords do not match")
+    if not password:
+        fail("no password given")
+    try:
+        codec = TokenCodec(settings, load_signing_key(settings))
+    except KeyConfigError as exc:
+        fail(str(exc))
+
+    async def work(session: AsyncSession) -> str:
+        service = AuthService(session, settings=settings, hasher=build_hasher(settings), codec=codec)
+        user = await service.create_user(username=username, password=password, now=datetime.now(UTC))
+        return str(user.id)
+
+    try:
+        user_id = run_db(settings, work)
+    except AuthError as exc:
+        fail(exc.detail)
+    print(f"created user {username} ({user_id})")
+
+
+def _set_disabled(username: str, disabled: bool) -> None:
+    from authsvc.services.users import UnknownUser, UserAdminService
+
+    settings = load_settings()
+    username = check_username(username)
+
+    async def work(session: AsyncSession) -> int:
+        service = UserAdminService(session)
+        if disabled:
+            return await service.disable(username, datetime.now(UTC))
+        await service.enable(username)
+        return 0
+
+    try:
+        revoked = run_db(settings, work)
+    except UnknownUser:
+        fail(f"no such user: {username}", 1)
+    if disabled:
+        print(f"disabled {username}; revoked {revoked} session(s)")
+    else:
+        print(f"enabled {username}")
+
+
+@app.command("disable-user")
+@click.argument("username")
+def disable_user(username: str) -> None:
+    """Disable an account and revoke all its sessions."""
+    _set_disabled(username, True)
+
+
+@app.command("enable-user")
+@click.argument("username")
+def enable_user(username: str) -> None:
+    """Enable a disabled account."""
+    _set_disabled(username, False)
+
+
+def main() -> None:
+    try:
+        app.main(prog_name="authsvc", standalone_mode=False)
+    except click.exceptions.Abort:
+        print("authsvc: aborted", file=sys.stderr)
+        sys.exit(130)
+    except click.ClickException as exc:
+        print(f"authsvc: error: {exc.format_message()}", file=sys.stderr)
+        sys.exit(exc.exit_code)

@@ -1,0 +1,102 @@
+"""Settings, read once from the environment (``AUTHSVC_*``) and ``.env``."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal, Self
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+Algorithm = Literal["ES256", "EdDSA", "RS256", "HS256"]
+CommaList = Annotated[list[str], NoDecode]
+
+MIN_HMAC_SECRET_BYTES = 32
+
+
+class Settings(BaseSettings):
+    """Every knob of the service; the names and defaults are fixed by API.md."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="AUTHSVC_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    env: Literal["development", "production", "test"] = "development"
+    database_url: str = "sqlite+aiosqlite:///./var/authsvc.db"
+
+    access_token_ttl_seconds: int = Field(1800, gt=0)
+    refresh_token_ttl_seconds: int = Field(3600, gt=0)
+    session_max_lifetime_seconds: int = Field(43200, gt=0)
+    refresh_reuse_grace_seconds: int = Field(0, ge=0)
+    clock_skew_seconds: int = Field(0, ge=0)
+
+    jwt_algorithm: Algorithm = "ES256"
+    jwt_private_key_file: Path | None = None
+    jwt_secret: SecretStr | None = None
+    issuer: str = "authsvc"
+    audience: str = "authsvc"
+    # Where development keys are generated (and other local state lives).
+    data_dir: Path = Path("var")
+
+    allow_registration: bool = True
+    login_max_attempts: int = Field(5, gt=0)
+    login_window_seconds: int = Field(300, gt=0)
+    login_max_attempts_per_address: int = Field(100, gt=0)
+    cors_origins: CommaList = []
+    cookie_secure: bool = True
+    password_min_length: int = Field(12, ge=1, le=128)
+    introspection_clients: CommaList = []
+    public_url: str | None = None
+    redis_url: str | None = None
+    trusted_proxies: CommaList = []
+
+    # argon2id cost; the defaults are OWASP's minimum (19 MiB, t=2, p=1).
+    argon2_memory_cost: int = Field(19456, ge=8)
+    argon2_time_cost: int = Field(2, ge=1)
+    argon2_parallelism: int = Field(1, ge=1)
+    # How many hashes may run at once (each holds its memory cost).
+    password_hash_concurrency: int = Field(default_factory=lambda: os.cpu_count() or 2, ge=1)
+
+    db_pool_size: int = Field(10, ge=1)
+    db_max_overflow: int = Field(10, ge=0)
+    db_connect_timeout_seconds: float = Field(3.0, gt=0)
+    db_pool_timeout_seconds: float = Field(3.0, gt=0)
+    db_statement_timeout_seconds: float = Field(3.0, gt=0)
+
+    @field_validator("cors_origins", "introspection_clients", "trusted_proxies", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("cors_origins", mode="after")
+    @classmethod
+    def _strip_trailing_slash(cls, value: list[str]) -> list[str]:
+        return [origin.rstrip("/") for origin in value]
+
+    @model_validator(mode="after")
+    def _enforce_safe_keys(self) -> Self:
+        secret = self.jwt_secret.get_secret_value().encode() if self.jwt_secret else None
+        if self.jwt_algorithm == "HS256":
+            if secret is not None and len(secret) < MIN_HMAC_SECRET_BYTES:
+                raise ValueError(
+                    f"AUTHSVC_JWT_SECRET must be at least {MIN_HMAC_SECRET_BYTES} bytes for HS256"
+                )
+            if self.env == "production" and secret is None:
+                raise ValueError("AUTHSVC_ENV=production with HS256 requires AUTHSVC_JWT_SECRET")
+        elif self.env == "production" and self.jwt_private_key_file is None:
+            raise ValueError(
+                "AUTHSVC_ENV=production requires AUTHSVC_JWT_PRIVATE_KEY_FILE "
+                f"(a PEM private key for {self.jwt_algorithm})"
+            )
+        if self.env == "production" and not self.cookie_secure:
+            raise ValueError("AUTHSVC_ENV=production refuses AUTHSVC_COOKIE_SECURE=false")
+        return self
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

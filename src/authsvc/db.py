@@ -1,0 +1,135 @@
+"""Declarative base, a UTC datetime type that round-trips on SQLite, and the engine factory."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import DateTime, MetaData, event
+from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncSession as AsyncSession
+from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.types import TypeDecorator
+
+from authsvc.config import Settings
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime on every backend.
+
+    PostgreSQL stores ``timestamptz``; SQLite stores text without an offset, so values are
+    normalised to UTC on the way in and tagged as UTC on the way out.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given where UTC is required")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def is_sqlite(url: str) -> bool:
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+def _ensure_sqlite_directory(url: str) -> None:
+    database = make_url(url).database
+    if database and database != ":memory:" and not database.startswith("file:"):
+        from pathlib import Path
+
+        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+
+
+def make_engine(settings: Settings, **overrides: Any) -> AsyncEngine:
+    """Build the async engine for ``settings.database_url`` with the service's timeouts.
+
+    On SQLite, SQLAlchemy takes over BEGIN (``BEGIN IMMEDIATE``, so a transaction that
+    reads and then writes cannot fail half way with ``database is locked``) and foreign
+    keys are enforced; on PostgreSQL, connect and statement timeouts keep a dead or hung
+    database from hanging requests.
+    """
+    url = settings.database_url
+    if is_sqlite(url):
+        _ensure_sqlite_directory(url)
+        engine = create_async_engine(
+            url,
+            **_with_overrides(
+                {
+                    "connect_args": {"timeout": settings.db_statement_timeout_seconds},
+                    "pool_timeout": settings.db_pool_timeout_seconds,
+                },
+                overrides,
+            ),
+        )
+        install_sqlite_hooks(engine, busy_timeout_ms=int(settings.db_statement_timeout_seconds * 1000))
+        return engine
+    kwargs: dict[str, Any] = {
+        "pool_size": settings.db_pool_size,
+        "max_overflow": settings.db_max_overflow,
+        "pool_timeout": settings.db_pool_timeout_seconds,
+        "pool_pre_ping": True,
+        "pool_recycle": 1800,
+        "connect_args": {
+            "timeout": settings.db_connect_timeout_seconds,
+            "command_timeout": settings.db_statement_timeout_seconds,
+            "server_settings": {
+                "statement_timeout": str(int(settings.db_statement_timeout_seconds * 1000)),
+                "idle_in_transaction_session_timeout": "30000",
+                "application_name": "authsvc",
+            },
+        },
+    }
+    return create_async_engine(url, **_with_overrides(kwargs, overrides))
+
+
+def _with_overrides(kwargs: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    # Parameters (password hashes, token hashes) never reach an error message or a log.
+    merged = {"hide_parameters": True, **kwargs, **overrides}
+    if overrides.get("poolclass") is not None and overrides["poolclass"].__name__ == "NullPool":
+        for key in ("pool_size", "max_overflow", "pool_timeout", "pool_recycle"):
+            merged.pop(key, None)
+    return merged
+
+
+def install_sqlite_hooks(engine: AsyncEngine, *, busy_timeout_ms: int = 5000) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy emit BEGIN itself (pysqlite's own handling breaks SAVEPOINT).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)

@@ -1,0 +1,84 @@
+"""The application factory. Nothing is built at import: the lifespan owns all I/O."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi_offline import FastAPIOffline
+
+from authsvc import __version__
+from authsvc.api.context import AppContext
+from authsvc.api.errors import install_error_handlers
+from authsvc.api.middleware import BodySizeLimitMiddleware, SecurityHeadersMiddleware
+from authsvc.api.routes import auth, users, wellknown
+from authsvc.config import Settings, get_settings
+from authsvc.db import make_engine, make_sessionmaker
+from authsvc.security.keys import load_signing_key
+from authsvc.security.passwords import PasswordHasher
+from authsvc.security.tokens import TokenCodec
+
+DESCRIPTION = """
+Password login that hands out a short-lived JWT **access token** and a rotating
+**refresh token** with reuse detection. Other services verify access tokens with the keys
+at `/.well-known/jwks.json`.
+
+Use **Authorize** with a username and password to try the protected endpoints.
+"""
+
+
+def build_hasher(settings: Settings) -> PasswordHasher:
+    return PasswordHasher(
+        memory_cost=settings.argon2_memory_cost,
+        time_cost=settings.argon2_time_cost,
+        parallelism=settings.argon2_parallelism,
+        concurrency=settings.password_hash_concurrency,
+    )
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(settings)
+        hasher = build_hasher(settings)
+        await hasher.dummy_verify("")  # computes the dummy hash before the first login
+        app.state.ctx = AppContext(
+            settings=settings,
+            engine=engine,
+            sessionmaker=make_sessionmaker(engine),
+            hasher=hasher,
+            codec=TokenCodec(settings, load_signing_key(settings)),
+        )
+        try:
+            yield
+        finally:
+            await engine.dispose()
+
+    app = FastAPIOffline(
+        title="authsvc",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        swagger_ui_parameters={"persistAuthorization": False},
+    )
+    install_error_handlers(app)
+    app.include_router(auth.router)
+    app.include_router(users.router)
+    app.include_router(wellknown.router)
+
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_credentials=True,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+    app.add_middleware(SecurityHeadersMiddleware)
+    # Outermost, so an oversized body is refused before anything reads it.
+    app.add_middleware(BodySizeLimitMiddleware)
+    return app

@@ -1,0 +1,200 @@
+"""Sessions and their refresh-token chains. Never commits."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from authsvc.models import AuthSession, RefreshToken, User
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumedToken:
+    id: uuid.UUID
+    session_id: uuid.UUID
+    token_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class SessionHead:
+    """What a rotation needs to know about the session it extends."""
+
+    id: uuid.UUID
+    user_id: uuid.UUID
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class TokenState:
+    """Everything needed to say why a refresh token could not be consumed."""
+
+    token_id: uuid.UUID
+    session_id: uuid.UUID
+    user_id: uuid.UUID
+    token_hash: str
+    token_expires_at: datetime
+    consumed_at: datetime | None
+    session_expires_at: datetime
+    session_revoked_at: datetime | None
+    user_disabled_at: datetime | None
+
+
+class SessionRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def create(
+        self,
+        *,
+        user_id: uuid.UUID,
+        now: datetime,
+        expires_at: datetime,
+        user_agent: str | None,
+        ip_address: str | None,
+    ) -> AuthSession:
+        row = AuthSession(
+            id=uuid.uuid4(),
+            user_id=user_id,
+            created_at=now,
+            expires_at=expires_at,
+            last_used_at=now,
+            user_agent=user_agent,
+            ip_address=ip_address,
+        )
+        self._session.add(row)
+        await self._session.flush()
+        return row
+
+    async def add_token(
+        self,
+        *,
+        session_id: uuid.UUID,
+        token_hash: str,
+        issued_at: datetime,
+        expires_at: datetime,
+        parent_id: uuid.UUID | None = None,
+    ) -> None:
+        self._session.add(
+            RefreshToken(
+                id=uuid.uuid4(),
+                session_id=session_id,
+                token_hash=token_hash,
+                parent_id=parent_id,
+                issued_at=issued_at,
+                expires_at=expires_at,
+            )
+        )
+        await self._session.flush()
+
+    async def consume_active(self, token_hash: str, now: datetime) -> ConsumedToken | None:
+        """Mark a live token consumed, atomically; ``None`` when it was not live.
+
+        A single conditional ``UPDATE ... RETURNING``: of N concurrent callers exactly
+        one gets the row (PostgreSQL re-checks the condition after the row lock is
+        released; SQLite serialises writers with ``BEGIN IMMEDIATE``).
+        """
+        result = await self._session.execute(
+            update(RefreshToken)
+            .where(
+                RefreshToken.token_hash == token_hash,
+                RefreshToken.consumed_at.is_(None),
+                RefreshToken.expires_at > now,
+            )
+            .values(consumed_at=now)
+            .returning(RefreshToken.id, RefreshToken.session_id, RefreshToken.token_hash)
+            .execution_options(synchronize_session=False)
+        )
+        row = result.one_or_none()
+        return ConsumedToken(row.id, row.session_id, row.token_hash) if row else None
+
+    async def touch_active(
+        self, session_id: uuid.UUID, now: datetime, *, ip_address: str | None = None
+    ) -> SessionHead | None:
+        """Record use of a live session and return it; ``None`` if revoked or past its cap."""
+        values: dict[str, object] = {"last_used_at": now}
+        if ip_address is not None:
+            values["ip_address"] = ip_address
+        result = await self._session.execute(
+            update(AuthSession)
+            .where(
+                AuthSession.id == session_id,
+                AuthSession.revoked_at.is_(None),
+                AuthSession.expires_at > now,
+            )
+            .values(**values)
+            .returning(AuthSession.id, AuthSession.user_id, AuthSession.expires_at)
+            .execution_options(synchronize_session=False)
+        )
+        row = result.one_or_none()
+        return SessionHead(row.id, row.user_id, row.expires_at) if row else None
+
+    async def token_state(self, token_hash: str) -> TokenState | None:
+        result = await self._session.execute(
+            select(
+                RefreshToken.id,
+                RefreshToken.session_id,
+                AuthSession.user_id,
+                RefreshToken.token_hash,
+                RefreshToken.expires_at,
+                RefreshToken.consumed_at,
+                AuthSession.expires_at,
+                AuthSession.revoked_at,
+                User.disabled_at,
+            )
+            .join(AuthSession, AuthSession.id == RefreshToken.session_id)
+            .join(User, User.id == AuthSession.user_id)
+            .where(RefreshToken.token_hash == token_hash)
+        )
+        row = result.one_or_none()
+        return TokenState(*row) if row else None
+
+    async def live_successor(self, parent_id: uuid.UUID, now: datetime) -> RefreshToken | None:
+        """The unconsumed, unexpired token that replaced ``parent_id``, if it is the newest."""
+        result = await self._session.execute(
+            select(RefreshToken).where(
+                RefreshToken.parent_id == parent_id,
+                RefreshToken.consumed_at.is_(None),
+                RefreshToken.expires_at > now,
+            )
+        )
+        return result.scalar_one_or_none()
+
+    async def revoke(self, session_id: uuid.UUID, now: datetime, reason: str) -> bool:
+        """Revoke one session; ``False`` if it was already revoked or does not exist."""
+        result = await self._session.execute(
+            update(AuthSession)
+            .where(AuthSession.id == session_id, AuthSession.revoked_at.is_(None))
+            .values(revoked_at=now, revoked_reason=reason)
+            .returning(AuthSession.id)
+            .execution_options(synchronize_session=False)
+        )
+        return result.one_or_none() is not None
+
+    async def revoke_all_for_user(self, user_id: uuid.UUID, now: datetime, reason: str) -> int:
+        result = await self._session.execute(
+            update(AuthSession)
+            .where(AuthSession.user_id == user_id, AuthSession.revoked_at.is_(None))
+            .values(revoked_at=now, revoked_reason=reason)
+            .returning(AuthSession.id)
+            .execution_options(synchronize_session=False)
+        )
+        return len(result.all())
+
+    async def active_user(self, *, session_id: uuid.UUID, user_id: uuid.UUID, now: datetime) -> User | None:
+        """The user of a live session (not revoked, within its cap, user enabled)."""
+        result = await self._session.execute(
+            select(User)
+            .join(AuthSession, AuthSession.user_id == User.id)
+            .where(
+                AuthSession.id == session_id,
+                AuthSession.user_id == user_id,
+                AuthSession.revoked_at.is_(None),
+                AuthSession.expires_at > now,
+                User.disabled_at.is_(None),
+            )
+        )
+        return result.scalar_one_or_none()

@@ -1,0 +1,37 @@
+"""User rows: add, find, update. Never commits."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from authsvc.models import User
+
+
+class UserRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def get(self, user_id: uuid.UUID) -> User | None:
+        return await self._session.get(User, user_id)
+
+    async def get_by_username(self, username: str) -> User | None:
+        result = await self._session.execute(select(User).where(User.username == username.lower()))
+        return result.scalar_one_or_none()
+
+    async def add(self, *, username: str, password_hash: str, now: datetime) -> User:
+        user = User(id=uuid.uuid4(), username=username.lower(), password_hash=password_hash, created_at=now)
+        self._session.add(user)
+        await self._session.flush()
+        return user
+
+    async def set_password_hash(self, user_id: uuid.UUID, password_hash: str) -> None:
+        await self._session.execute(
+            update(User).where(User.id == user_id).values(password_hash=password_hash)
+        )
+
+    async def set_disabled(self, user_id: uuid.UUID, disabled_at: datetime | None) -> None:
+        await self._session.execute(update(User).where(User.id == user_id).values(disabled_at=disabled_at))

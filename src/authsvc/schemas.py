@@ -1,0 +1,76 @@
+"""Request and response bodies."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+
+def _encodable(value: str) -> str:
+    """Refuse lone surrogates, which JSON can carry but UTF-8 (and argon2) cannot."""
+    value.encode("utf-8")
+    return value
+
+
+Username = Annotated[
+    str,
+    StringConstraints(min_length=3, max_length=64, pattern=r"^[A-Za-z0-9._@-]+$"),
+    Field(description="3–64 ASCII letters, digits and `. _ - @`; case-insensitive.", examples=["alice"]),
+]
+# Long enough for any policy, short enough that nobody makes us hash a megabyte. The policy
+# (including the 128-character maximum) is applied by the service, with its own error code.
+Password = Annotated[
+    str,
+    Field(min_length=1, max_length=1024, examples=["correct horse battery staple"]),
+    AfterValidator(_encodable),
+]
+# No max_length: an over-long token is an invalid token (403/401), not a malformed body.
+TokenString = Annotated[str, Field(min_length=1), AfterValidator(_encodable)]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class RegisterRequest(_Body):
+    username: Username
+    password: Password
+
+
+class LoginRequest(_Body):
+    username: Username
+    password: Password
+    grant_type: Literal["password"] | None = None
+    scope: Annotated[str, Field(max_length=1024)] = ""
+
+
+class RefreshRequest(_Body):
+    refresh_token: TokenString | None = None
+
+
+class UserOut(BaseModel):
+    id: uuid.UUID
+    username: str
+    created_at: datetime
+
+
+class TokenPair(BaseModel):
+    access_token: str
+    refresh_token: str | None = Field(
+        default=None, description="Left out when the refresh token travels in the cookie."
+    )
+    token_type: Literal["bearer"] = "bearer"
+    expires_in: int
+    refresh_expires_in: int
+
+
+class ErrorBody(BaseModel):
+    error: str
+    detail: str
+
+
+class JWKS(BaseModel):
+    keys: list[dict[str, object]]

@@ -1,0 +1,51 @@
+"""argon2id password hashing that never runs on the event loop."""
+
+from __future__ import annotations
+
+import anyio
+import anyio.to_thread
+from pwdlib import PasswordHash
+from pwdlib.hashers.argon2 import Argon2Hasher
+
+# Hashed once at start-up with the live parameters; verified against for unknown users so
+# that "no such user" costs the same time as "wrong password" (no user enumeration).
+_DUMMY_PASSWORD = "authsvc-dummy-password-for-timing"  # noqa: S105 - not a credential
+
+
+class PasswordHasher:
+    """argon2id through pwdlib, run in worker threads behind a capacity limiter.
+
+    Each hash holds ``memory_cost`` KiB while it runs, so the limiter bounds both CPU
+    and memory; requests beyond it wait their turn instead of freezing the event loop.
+    """
+
+    def __init__(
+        self,
+        *,
+        memory_cost: int = 19456,
+        time_cost: int = 2,
+        parallelism: int = 1,
+        concurrency: int = 2,
+    ) -> None:
+        self._hash = PasswordHash(
+            (Argon2Hasher(memory_cost=memory_cost, time_cost=time_cost, parallelism=parallelism),)
+        )
+        self._limiter = anyio.CapacityLimiter(concurrency)
+        self._dummy_hash: str | None = None
+
+    async def hash(self, password: str) -> str:
+        return await anyio.to_thread.run_sync(self._hash.hash, password, limiter=self._limiter)
+
+    async def verify_and_update(self, password: str, password_hash: str) -> tuple[bool, str | None]:
+        """Check ``password``; the second item is a new hash when the parameters changed."""
+        return await anyio.to_thread.run_sync(
+            self._hash.verify_and_update, password, password_hash, limiter=self._limiter
+        )
+
+    async def dummy_verify(self, password: str) -> None:
+        """Spend the time of a real verification, for a user that does not exist."""
+        if self._dummy_hash is None:
+            self._dummy_hash = await self.hash(_DUMMY_PASSWORD)
+        await anyio.to_thread.run_sync(
+            self._hash.verify, password, self._dummy_hash, limiter=self._limiter
+        )

@@ -1,0 +1,251 @@
+"""The use cases of the token lifecycle: register, login, refresh, authenticate.
+
+The only code that commits. One commit per use case, except reuse detection, which commits
+the session's revocation before it raises (the 403 must not outlive a rolled-back revoke).
+"""
+
+from __future__ import annotations
+
+import hmac
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from authsvc.config import Settings
+from authsvc.errors import (
+    AccountDisabled,
+    InvalidCredentials,
+    InvalidRefreshToken,
+    InvalidToken,
+    RefreshTokenExpired,
+    RefreshTokenReused,
+    RefreshTokenRevoked,
+    RegistrationDisabled,
+    UsernameTaken,
+)
+from authsvc.models import User
+from authsvc.repositories.sessions import SessionHead, SessionRepository, TokenState
+from authsvc.repositories.users import UserRepository
+from authsvc.security.password_policy import check_password
+from authsvc.security.passwords import PasswordHasher
+from authsvc.security.tokens import AccessClaims, RefreshClaims, TokenCodec, token_hash
+
+
+@dataclass(frozen=True, slots=True)
+class ClientInfo:
+    ip_address: str | None = None
+    user_agent: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedTokens:
+    access_token: str
+    refresh_token: str
+    expires_in: int
+    refresh_expires_in: int
+    user_id: uuid.UUID
+    session_id: uuid.UUID
+
+
+class AuthService:
+    def __init__(
+        self,
+        db: AsyncSession,
+        *,
+        settings: Settings,
+        hasher: PasswordHasher,
+        codec: TokenCodec,
+    ) -> None:
+        self._db = db
+        self._settings = settings
+        self._hasher = hasher
+        self._codec = codec
+        self._users = UserRepository(db)
+        self._sessions = SessionRepository(db)
+
+    async def register(self, *, username: str, password: str, now: datetime) -> User:
+        """Self-service sign-up, when ``AUTHSVC_ALLOW_REGISTRATION`` allows it."""
+        if not self._settings.allow_registration:
+            raise RegistrationDisabled()
+        return await self.create_user(username=username, password=password, now=now)
+
+    async def create_user(self, *, username: str, password: str, now: datetime) -> User:
+        """Create a user; ``WeakPassword`` or ``UsernameTaken`` (case-folded) otherwise."""
+        username = username.lower()
+        check_password(password, username=username, min_length=self._settings.password_min_length)
+        password_hash = await self._hasher.hash(password)
+        try:
+            user = await self._users.add(username=username, password_hash=password_hash, now=now)
+            await self._db.commit()
+        except IntegrityError:
+            await self._db.rollback()
+            raise UsernameTaken() from None
+        return user
+
+    async def login(
+        self, *, username: str, password: str, client: ClientInfo, now: datetime
+    ) -> IssuedTokens:
+        """Check the password and start a session with its first refresh token."""
+        username = username.lower()
+        user = await self._users.get_by_username(username)
+        found = (user.id, user.password_hash, user.disabled_at) if user else None
+        # End the read transaction before hashing: no connection (or SQLite write lock) is
+        # held for the tens of milliseconds argon2 takes.
+        await self._db.rollback()
+        if found is None:
+            await self._hasher.dummy_verify(password)
+            raise InvalidCredentials()
+        user_id, stored_hash, disabled_at = found
+        valid, new_hash = await self._hasher.verify_and_update(password, stored_hash)
+        if not valid:
+            raise InvalidCredentials()
+        if disabled_at is not None:
+            raise AccountDisabled()
+        if new_hash is not None:
+            await self._users.set_password_hash(user_id, new_hash)
+        tokens = await self._start_session(user_id, client, now)
+        await self._db.commit()
+        return tokens
+
+    async def _start_session(self, user_id: uuid.UUID, client: ClientInfo, now: datetime) -> IssuedTokens:
+        cap = now + timedelta(seconds=self._settings.session_max_lifetime_seconds)
+        session = await self._sessions.create(
+            user_id=user_id,
+            now=now,
+            expires_at=cap,
+            user_agent=client.user_agent,
+            ip_address=client.ip_address,
+        )
+        iat = int(now.timestamp())
+        claims = RefreshClaims(
+            sub=str(user_id),
+            sid=str(session.id),
+            jti=self._codec.new_refresh_jti(),
+            iat=iat,
+            exp=min(iat + self._settings.refresh_token_ttl_seconds, int(cap.timestamp())),
+        )
+        refresh = self._codec.issue_refresh_token(claims)
+        await self._sessions.add_token(
+            session_id=session.id,
+            token_hash=token_hash(refresh),
+            issued_at=now,
+            expires_at=_from_ts(claims.exp),
+        )
+        return self._pair(user_id, session.id, refresh, claims.exp, now)
+
+    async def refresh(self, *, refresh_token: str, client: ClientInfo, now: datetime) -> IssuedTokens:
+        """Rotate: consume the presented token and issue its successor, in one transaction."""
+        self._codec.decode_refresh_token(refresh_token)
+        presented_hash = token_hash(refresh_token)
+        consumed = await self._sessions.consume_active(presented_hash, now)
+        if consumed is not None:
+            head = await self._sessions.touch_active(consumed.session_id, now, ip_address=client.ip_address)
+            if head is not None:
+                claims = self._successor_claims(consumed.token_hash, consumed_at=now, head=head)
+                successor = self._codec.issue_refresh_token(claims)
+                await self._sessions.add_token(
+                    session_id=head.id,
+                    token_hash=token_hash(successor),
+                    issued_at=now,
+                    expires_at=_from_ts(claims.exp),
+                    parent_id=consumed.id,
+                )
+                tokens = self._pair(head.user_id, head.id, successor, claims.exp, now)
+                await self._db.commit()
+                return tokens
+            # The session was revoked or capped: undo the consumption, then say why.
+            await self._db.rollback()
+        return await self._refuse_or_replay(presented_hash, now)
+
+    async def _refuse_or_replay(self, presented_hash: str, now: datetime) -> IssuedTokens:
+        state = await self._sessions.token_state(presented_hash)
+        if state is None:
+            raise InvalidRefreshToken()
+        if state.consumed_at is not None:
+            replay = await self._grace_replay(state, now)
+            if replay is not None:
+                await self._db.rollback()
+                return replay
+            # RFC 9700 §4.14.2: a rotated token came back, so one of its holders is an
+            # attacker; revoke the whole session. This is the one commit-then-raise: the
+            # revocation must be durable before the client sees the 403.
+            await self._sessions.revoke(state.session_id, now, "reuse_detected")
+            await self._db.commit()
+            raise RefreshTokenReused()
+        if state.session_revoked_at is not None or state.user_disabled_at is not None:
+            raise RefreshTokenRevoked()
+        if state.token_expires_at <= now or state.session_expires_at <= now:
+            raise RefreshTokenExpired()
+        raise InvalidRefreshToken()
+
+    async def _grace_replay(self, state: TokenState, now: datetime) -> IssuedTokens | None:
+        """The successor a benign retry gets again, or ``None`` when it is not one.
+
+        Within the grace window, the immediate predecessor of the session's newest token
+        gets that same newest token back. It is derived again from the consumed row (its
+        hash and consumption time) under the refresh key; the stored successor hash
+        confirms the derivation. Nothing is written.
+        """
+        grace = self._settings.refresh_reuse_grace_seconds
+        assert state.consumed_at is not None
+        if (
+            grace <= 0
+            or now - state.consumed_at > timedelta(seconds=grace)
+            or state.session_revoked_at is not None
+            or state.user_disabled_at is not None
+            or state.session_expires_at <= now
+        ):
+            return None
+        successor = await self._sessions.live_successor(state.token_id, now)
+        if successor is None:
+            return None
+        head = SessionHead(state.session_id, state.user_id, state.session_expires_at)
+        claims = self._successor_claims(state.token_hash, consumed_at=state.consumed_at, head=head)
+        token = self._codec.issue_refresh_token(claims)
+        if not hmac.compare_digest(token_hash(token), successor.token_hash):
+            return None
+        return self._pair(state.user_id, state.session_id, token, claims.exp, now)
+
+    def _successor_claims(self, consumed_hash: str, *, consumed_at: datetime, head: SessionHead) -> RefreshClaims:
+        iat = int(consumed_at.timestamp())
+        return RefreshClaims(
+            sub=str(head.user_id),
+            sid=str(head.id),
+            jti=self._codec.successor_jti(consumed_hash),
+            iat=iat,
+            exp=min(iat + self._settings.refresh_token_ttl_seconds, int(head.expires_at.timestamp())),
+        )
+
+    def _pair(
+        self, user_id: uuid.UUID, session_id: uuid.UUID, refresh: str, refresh_exp: int, now: datetime
+    ) -> IssuedTokens:
+        access, access_exp = self._codec.issue_access_token(
+            user_id=str(user_id), session_id=str(session_id), now=now
+        )
+        ts = int(now.timestamp())
+        return IssuedTokens(
+            access_token=access,
+            refresh_token=refresh,
+            expires_in=max(0, access_exp - ts),
+            refresh_expires_in=max(0, refresh_exp - ts),
+            user_id=user_id,
+            session_id=session_id,
+        )
+
+    async def authenticate(self, claims: AccessClaims, now: datetime) -> User:
+        """The live user behind a verified access token: enabled, session not revoked."""
+        try:
+            user_id, session_id = uuid.UUID(claims.sub), uuid.UUID(claims.sid)
+        except ValueError:
+            raise InvalidToken() from None
+        user = await self._sessions.active_user(session_id=session_id, user_id=user_id, now=now)
+        if user is None:
+            raise InvalidToken()
+        return user
+
+
+def _from_ts(ts: int) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
