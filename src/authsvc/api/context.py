@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from authsvc.config import Settings
 from authsvc.security.passwords import PasswordHasher
 from authsvc.security.tokens import TokenCodec
+from authsvc.services.events import EventSink, NullSink
 
 
 @dataclass
@@ -18,3 +19,4 @@ class AppContext:
     sessionmaker: async_sessionmaker[AsyncSession]
     hasher: PasswordHasher
     codec: TokenCodec
+    events: EventSink = field(default_factory=NullSink)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hmac
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.exc import IntegrityError
@@ -32,6 +32,7 @@ from authsvc.repositories.users import UserRepository
 from authsvc.security.password_policy import check_password
 from authsvc.security.passwords import PasswordHasher
 from authsvc.security.tokens import AccessClaims, RefreshClaims, TokenCodec, token_hash
+from authsvc.services.events import AuthEvent, EventSink, EventType, NullSink
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,8 +59,10 @@ class AuthService:
         settings: Settings,
         hasher: PasswordHasher,
         codec: TokenCodec,
+        events: EventSink | None = None,
     ) -> None:
         self._db = db
+        self._events = events or NullSink()
         self._settings = settings
         self._hasher = hasher
         self._codec = codec
@@ -83,6 +86,9 @@ class AuthService:
         except IntegrityError:
             await self._db.rollback()
             raise UsernameTaken() from None
+        await self._events.record(
+            AuthEvent(EventType.USER_REGISTERED, now, user_id=user.id, username=user.username)
+        )
         return user
 
     async def login(
@@ -95,19 +101,29 @@ class AuthService:
         # End the read transaction before hashing: no connection (or SQLite write lock) is
         # held for the tens of milliseconds argon2 takes.
         await self._db.rollback()
+        event = AuthEvent(
+            EventType.LOGIN_FAILED, now, username=username,
+            ip_address=client.ip_address, user_agent=client.user_agent,
+        )
         if found is None:
             await self._hasher.dummy_verify(password)
+            await self._events.record(replace(event, detail="unknown_user"))
             raise InvalidCredentials()
         user_id, stored_hash, disabled_at = found
         valid, new_hash = await self._hasher.verify_and_update(password, stored_hash)
         if not valid:
+            await self._events.record(replace(event, user_id=user_id, detail="wrong_password"))
             raise InvalidCredentials()
         if disabled_at is not None:
+            await self._events.record(replace(event, type=EventType.LOGIN_DISABLED, user_id=user_id))
             raise AccountDisabled()
         if new_hash is not None:
             await self._users.set_password_hash(user_id, new_hash)
         tokens = await self._start_session(user_id, client, now)
         await self._db.commit()
+        await self._events.record(
+            replace(event, type=EventType.LOGIN_SUCCEEDED, user_id=user_id, session_id=tokens.session_id)
+        )
         return tokens
 
     async def _start_session(self, user_id: uuid.UUID, client: ClientInfo, now: datetime) -> IssuedTokens:
@@ -138,7 +154,11 @@ class AuthService:
 
     async def refresh(self, *, refresh_token: str, client: ClientInfo, now: datetime) -> IssuedTokens:
         """Rotate: consume the presented token and issue its successor, in one transaction."""
-        self._codec.decode_refresh_token(refresh_token)
+        try:
+            self._codec.decode_refresh_token(refresh_token)
+        except InvalidRefreshToken:
+            await self._events.record(AuthEvent(EventType.REFRESH_INVALID, now, ip_address=client.ip_address))
+            raise
         presented_hash = token_hash(refresh_token)
         consumed = await self._sessions.consume_active(presented_hash, now)
         if consumed is not None:
@@ -155,30 +175,50 @@ class AuthService:
                 )
                 tokens = self._pair(head.user_id, head.id, successor, claims.exp, now)
                 await self._db.commit()
+                await self._events.record(
+                    AuthEvent(
+                        EventType.REFRESH_ROTATED, now, user_id=head.user_id, session_id=head.id,
+                        ip_address=client.ip_address, user_agent=client.user_agent,
+                    )
+                )
                 return tokens
             # The session was revoked or capped: undo the consumption, then say why.
             await self._db.rollback()
-        return await self._refuse_or_replay(presented_hash, now)
+        return await self._refuse_or_replay(presented_hash, client, now)
 
-    async def _refuse_or_replay(self, presented_hash: str, now: datetime) -> IssuedTokens:
+    async def _refuse_or_replay(self, presented_hash: str, client: ClientInfo, now: datetime) -> IssuedTokens:
         state = await self._sessions.token_state(presented_hash)
         if state is None:
+            await self._db.rollback()
+            await self._events.record(AuthEvent(EventType.REFRESH_INVALID, now, ip_address=client.ip_address))
             raise InvalidRefreshToken()
+        event = AuthEvent(
+            EventType.REFRESH_INVALID, now, user_id=state.user_id, session_id=state.session_id,
+            ip_address=client.ip_address, user_agent=client.user_agent,
+        )
         if state.consumed_at is not None:
             replay = await self._grace_replay(state, now)
             if replay is not None:
                 await self._db.rollback()
+                await self._events.record(replace(event, type=EventType.REFRESH_GRACE))
                 return replay
             # RFC 9700 §4.14.2: a rotated token came back, so one of its holders is an
             # attacker; revoke the whole session. This is the one commit-then-raise: the
             # revocation must be durable before the client sees the 403.
-            await self._sessions.revoke(state.session_id, now, "reuse_detected")
+            revoked = await self._sessions.revoke(state.session_id, now, "reuse_detected")
             await self._db.commit()
+            await self._events.record(
+                replace(event, type=EventType.REFRESH_REUSED, detail="session_revoked" if revoked else None)
+            )
             raise RefreshTokenReused()
+        await self._db.rollback()
         if state.session_revoked_at is not None or state.user_disabled_at is not None:
+            await self._events.record(replace(event, type=EventType.REFRESH_REVOKED))
             raise RefreshTokenRevoked()
         if state.token_expires_at <= now or state.session_expires_at <= now:
+            await self._events.record(replace(event, type=EventType.REFRESH_EXPIRED))
             raise RefreshTokenExpired()
+        await self._events.record(event)
         raise InvalidRefreshToken()
 
     async def _grace_replay(self, state: TokenState, now: datetime) -> IssuedTokens | None:

@@ -1,0 +1,164 @@
+"""Fixtures: real databases (SQLite always, PostgreSQL when AUTHSVC_TEST_DATABASE_URL names
+one, which CI always does), the app through its own factory, an HTTP client over ASGI."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from asgi_lifespan import LifespanManager
+from httpx import ASGITransport, AsyncClient
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from authsvc.config import Settings
+from authsvc.db import Base, make_engine
+from authsvc.main import create_app
+from authsvc.migrations import upgrade_to_head
+
+PG_URL_ENV = "AUTHSVC_TEST_DATABASE_URL"
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+PASSWORD = "correct horse battery staple"
+# Cheap argon2id for the suite; tests/unit/test_passwords.py covers the real parameters.
+FAST_HASH = {"argon2_memory_cost": 1024, "argon2_time_cost": 1, "argon2_parallelism": 1}
+
+
+def pytest_report_header() -> str:
+    url = os.environ.get(PG_URL_ENV)
+    return f"postgresql: {make_url(url).render_as_string(hide_password=True) if url else 'not configured (tests skipped)'}"
+
+
+async def _reset_postgres(url: str) -> None:
+    # The database named by AUTHSVC_TEST_DATABASE_URL is a throwaway: start from nothing.
+    engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
+            await conn.execute(text("CREATE SCHEMA public"))
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    if name == "postgresql" and not os.environ.get(PG_URL_ENV):
+        if IN_CI:
+            pytest.fail(f"CI=true but {PG_URL_ENV} is not set: the PostgreSQL tests must run in CI")
+        pytest.skip(f"set {PG_URL_ENV} to run the PostgreSQL tests")
+    return name
+
+
+@pytest.fixture(scope="session")
+def key_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("keys")
+
+
+@pytest.fixture(scope="session")
+async def database_url(backend: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    if backend == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('db') / 'authsvc.db'}"
+    else:
+        url = os.environ[PG_URL_ENV]
+        try:
+            await _reset_postgres(url)
+        except Exception as exc:
+            pytest.fail(f"PostgreSQL at {PG_URL_ENV} is unreachable: {exc}")
+    # Migrations, not create_all: the suite runs on the schema users get.
+    # (In a thread: Alembic's async env runs its own event loop.)
+    await asyncio.to_thread(upgrade_to_head, Settings(database_url=url, _env_file=None))  # type: ignore[call-arg]
+    return url
+
+
+@pytest.fixture
+def make_settings(database_url: str, key_dir: Path, clean_db: AsyncEngine) -> Callable[..., Settings]:
+    def factory(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "database_url": database_url,
+            "data_dir": key_dir,
+            "env": "test",
+            **FAST_HASH,
+            **overrides,
+        }
+        return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+    return factory
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings]) -> Settings:
+    return make_settings()
+
+
+@pytest.fixture(scope="session")
+async def db_engine(database_url: str, key_dir: Path) -> AsyncIterator[AsyncEngine]:
+    engine = make_engine(Settings(database_url=database_url, data_dir=key_dir, _env_file=None))  # type: ignore[call-arg]
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+async def clean_db(db_engine: AsyncEngine) -> AsyncIterator[AsyncEngine]:
+    """The test's database, emptied again when the test ends (tests never share state)."""
+    yield db_engine
+    async with db_engine.begin() as conn:
+        for table in reversed(Base.metadata.sorted_tables):
+            await conn.execute(table.delete())
+
+
+ClientFactory = Callable[..., AbstractAsyncContextManager[AsyncClient]]
+
+
+@pytest.fixture
+def make_client(make_settings: Callable[..., Settings]) -> ClientFactory:
+    @asynccontextmanager
+    async def factory(**overrides: Any) -> AsyncIterator[AsyncClient]:
+        app = create_app(make_settings(**overrides))
+        async with LifespanManager(app) as manager:
+            transport = ASGITransport(app=manager.app, client=("203.0.113.7", 50000))
+            async with AsyncClient(transport=transport, base_url="http://testserver") as client:
+                yield client
+
+    return factory
+
+
+@pytest.fixture
+async def client(make_client: ClientFactory) -> AsyncIterator[AsyncClient]:
+    async with make_client() as client:
+        yield client
+
+
+def unique_username(prefix: str = "user") -> str:
+    return f"{prefix}{uuid.uuid4().hex[:10]}"
+
+
+async def register(client: AsyncClient, username: str | None = None, password: str = PASSWORD) -> dict[str, Any]:
+    username = username or unique_username()
+    response = await client.post("/register", json={"username": username, "password": password})
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def login(client: AsyncClient, username: str, password: str = PASSWORD, **params: str) -> dict[str, Any]:
+    response = await client.post("/login", json={"username": username, "password": password}, params=params)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+@pytest.fixture
+async def user(client: AsyncClient) -> dict[str, Any]:
+    return await register(client)
+
+
+@pytest.fixture
+async def tokens(client: AsyncClient, user: dict[str, Any]) -> dict[str, Any]:
+    return await login(client, user["username"])
