@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import asyncio
+import time
+
+from authsvc.security.passwords import PasswordHasher
+
+
+async def test_real_parameters_are_owasp_minimum_argon2id() -> None:
+    hasher = PasswordHasher()
+    digest = await hasher.hash("correct horse battery staple")
+    assert digest.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
+    assert await hasher.verify_and_update("correct horse battery staple", digest) == (True, None)
+    ok, _ = await hasher.verify_and_update("wrong", digest)
+    assert ok is False
+
+
+async def test_changed_parameters_give_a_new_hash_on_verify() -> None:
+    old = await PasswordHasher(memory_cost=1024, time_cost=1).hash("pw-1234567890")
+    ok, new = await PasswordHasher().verify_and_update("pw-1234567890", old)
+    assert ok is True
+    assert new is not None and new.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
+
+
+async def test_hashing_does_not_block_the_event_loop() -> None:
+    hasher = PasswordHasher(concurrency=2)
+    ticks: list[float] = []
+
+    async def ticker() -> None:
+        while True:
+            ticks.append(time.perf_counter())
+            await asyncio.sleep(0.005)
+
+    task = asyncio.create_task(ticker())
+    started = time.perf_counter()
+    await asyncio.gather(*(hasher.hash(f"password-{i}") for i in range(6)))
+    elapsed = time.perf_counter() - started
+    task.cancel()
+    gaps = [b - a for a, b in zip(ticks, ticks[1:], strict=False)]
+    # Six real argon2id hashes take far longer than any pause the loop saw.
+    assert max(gaps) < elapsed / 2
+    assert len(ticks) > 5
+
+
+async def test_dummy_verify_costs_a_real_verification() -> None:
+    hasher = PasswordHasher()
+    digest = await hasher.hash("some password 123")
+    await hasher.dummy_verify("warm up")
+    t0 = time.perf_counter()
+    await hasher.dummy_verify("whatever")
+    dummy = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    await hasher.verify_and_update("whatever", digest)
+    real = time.perf_counter() - t0
+    assert dummy > real / 4  # same order of magnitude: not a shortcut
