@@ -86,6 +86,11 @@ class TokenCodec:
         self._keys[signing_key.kid] = signing_key
         self._refresh_keys = {kid: _derive_refresh_key(k.secret_material) for kid, k in self._keys.items()}
 
+    @property
+    def refresh_audience(self) -> str:
+        """The ``aud`` of refresh tokens (never the access tokens' audience)."""
+        return self._refresh_audience
+
     # -- access tokens -------------------------------------------------------------------
 
     def issue_access_token(self, *, user_id: str, session_id: str, now: datetime) -> tuple[str, int]:
