@@ -91,8 +91,8 @@ class SessionService:
     ) -> list[SessionInfo]:
         """The user's live sessions, newest first; ``current`` marks ``current_session``."""
         rows = await self._sessions.list_live(user_id, now)
-        await self._db.rollback()
-        return [
+        # Copied out before the rollback, which expires the ORM rows.
+        sessions = [
             SessionInfo(
                 id=s.id,
                 created_at=s.created_at,
@@ -104,6 +104,8 @@ class SessionService:
             )
             for s, until in rows
         ]
+        await self._db.rollback()
+        return sessions
 
     async def end_session(
         self, *, user_id: uuid.UUID, session_id: str, client: ClientInfo, now: datetime
