@@ -228,7 +228,10 @@ def parse_since(value: str, now: datetime) -> datetime:
     try:
         moment = datetime.fromisoformat(value.strip())
     except ValueError:
-        fail(f"--since must be ISO 8601 (2026-01-31T12:00:00Z) or a duration like 30m, 1h, 7d: {value!r}")
+        fail(
+            "--since must be ISO 8601 (2026-01-31T12:00:00Z) "
+            f"or a duration like 30m, 1h, 7d: {value!r}"
+        )
     # A moment without an offset is read as UTC, like everything this service stores.
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
@@ -239,8 +242,16 @@ def _field(value: object) -> str:
 
 @app.command()
 @click.option("--user", "username", default=None, help="Only events of this username.")
-@click.option("--since", default=None, help="ISO 8601 moment, or a duration back from now (30m, 1h, 7d).")
-@click.option("--limit", default=1000, show_default=True, type=click.IntRange(1, 1_000_000), help="At most this many (the newest).")
+@click.option(
+    "--since", default=None, help="ISO 8601 moment, or a duration back from now (30m, 1h, 7d)."
+)
+@click.option(
+    "--limit",
+    default=1000,
+    show_default=True,
+    type=click.IntRange(1, 1_000_000),
+    help="At most this many (the newest).",
+)
 def audit(username: str | None, since: str | None, limit: int) -> None:
     """Print the audit trail of authentication events, oldest first."""
     from authsvc.services.audit import AuditQuery

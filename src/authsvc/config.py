@@ -72,7 +72,11 @@ class Settings(BaseSettings):
     db_statement_timeout_seconds: float = Field(3.0, gt=0)
 
     @field_validator(
-        "cors_origins", "introspection_clients", "trusted_proxies", "jwt_previous_key_files", mode="before"
+        "cors_origins",
+        "introspection_clients",
+        "trusted_proxies",
+        "jwt_previous_key_files",
+        mode="before",
     )
     @classmethod
     def _split_commas(cls, value: object) -> object:

@@ -81,11 +81,14 @@ class SessionOut(BaseModel):
     created_at: datetime
     last_used_at: datetime
     expires_at: datetime = Field(
-        description="When the session ends unless it is refreshed again (never past its absolute cap)."
+        description="When the session ends unless it is refreshed again "
+        "(never past its absolute cap)."
     )
     user_agent: str | None
     ip_address: str | None
-    current: bool = Field(description="Whether this is the session of the access token making the call.")
+    current: bool = Field(
+        description="Whether this is the session of the access token making the call."
+    )
 
 
 class IntrospectionOut(BaseModel):

@@ -56,7 +56,9 @@ async def test_live_refresh_token_is_active_by_json(iclient: AsyncClient) -> Non
     user = await register(iclient)
     pair = await login(iclient, user["username"])
     response = await iclient.post(
-        "/introspect", json={"token": pair["refresh_token"], "token_type_hint": "refresh_token"}, auth=AUTH
+        "/introspect",
+        json={"token": pair["refresh_token"], "token_type_hint": "refresh_token"},
+        auth=AUTH,
     )
     body = response.json()
     claims = jwt.decode(pair["refresh_token"], options={"verify_signature": False})
@@ -69,7 +71,18 @@ async def test_live_refresh_token_is_active_by_json(iclient: AsyncClient) -> Non
     assert body["exp"] == claims["exp"]
     assert body["iat"] == claims["iat"]
     assert body["iss"] == "authsvc"
-    assert set(body) == {"active", "sub", "username", "exp", "iat", "iss", "aud", "jti", "sid", "token_type"}
+    assert set(body) == {
+        "active",
+        "sub",
+        "username",
+        "exp",
+        "iat",
+        "iss",
+        "aud",
+        "jti",
+        "sid",
+        "token_type",
+    }
 
 
 async def test_second_configured_client_with_colon_in_secret_works(iclient: AsyncClient) -> None:
@@ -84,14 +97,18 @@ async def test_second_configured_client_with_colon_in_secret_works(iclient: Asyn
 async def test_access_token_of_a_logged_out_session_is_inactive(iclient: AsyncClient) -> None:
     user = await register(iclient)
     pair = await login(iclient, user["username"])
-    assert (await iclient.post("/logout", json={"refresh_token": pair["refresh_token"]})).status_code == 204
+    assert (
+        await iclient.post("/logout", json={"refresh_token": pair["refresh_token"]})
+    ).status_code == 204
     for token in (pair["access_token"], pair["refresh_token"]):
         response = await iclient.post("/introspect", data={"token": token}, auth=AUTH)
         assert response.status_code == 200
         assert response.json() == INACTIVE
 
 
-async def test_rotated_refresh_token_is_inactive_and_its_successor_active(iclient: AsyncClient) -> None:
+async def test_rotated_refresh_token_is_inactive_and_its_successor_active(
+    iclient: AsyncClient,
+) -> None:
     user = await register(iclient)
     pair = await login(iclient, user["username"])
     rotated = (await iclient.post("/refresh", json={"refresh_token": pair["refresh_token"]})).json()
@@ -114,7 +131,11 @@ async def test_disabled_users_tokens_are_inactive(iclient: AsyncClient, db_engin
     user = await register(iclient)
     pair = await login(iclient, user["username"])
     async with db_engine.begin() as conn:
-        await conn.execute(update(User).where(User.username == user["username"]).values(disabled_at=datetime.now(UTC)))
+        await conn.execute(
+            update(User)
+            .where(User.username == user["username"])
+            .values(disabled_at=datetime.now(UTC))
+        )
     for token in (pair["access_token"], pair["refresh_token"]):
         response = await iclient.post("/introspect", data={"token": token}, auth=AUTH)
         assert response.json() == INACTIVE
@@ -153,7 +174,9 @@ async def test_token_signed_by_another_key_is_inactive(iclient: AsyncClient) -> 
     pair = await login(iclient, user["username"])
     claims = jwt.decode(pair["access_token"], options={"verify_signature": False})
     header = jwt.get_unverified_header(pair["access_token"])
-    forged = jwt.encode(claims, ec.generate_private_key(ec.SECP256R1()), algorithm="ES256", headers=header)
+    forged = jwt.encode(
+        claims, ec.generate_private_key(ec.SECP256R1()), algorithm="ES256", headers=header
+    )
     response = await iclient.post("/introspect", data={"token": forged}, auth=AUTH)
     assert response.json() == INACTIVE
 
@@ -182,11 +205,15 @@ async def test_wrong_client_credentials_are_401_invalid_client(
     assert response.headers["www-authenticate"] == 'Basic realm="authsvc"'
 
 
-async def test_without_configured_clients_every_caller_is_401(client: AsyncClient, tokens: dict[str, Any]) -> None:
+async def test_without_configured_clients_every_caller_is_401(
+    client: AsyncClient, tokens: dict[str, Any]
+) -> None:
     response = await client.post("/introspect", data={"token": tokens["access_token"]}, auth=AUTH)
     assert response.status_code == 401
     assert response.json()["error"] == "invalid_client"
-    response = await client.post("/introspect", data={"token": tokens["access_token"]}, auth=(":", ""))
+    response = await client.post(
+        "/introspect", data={"token": tokens["access_token"]}, auth=(":", "")
+    )
     assert response.status_code == 401
 
 
@@ -205,9 +232,13 @@ async def test_client_is_checked_before_the_body(iclient: AsyncClient) -> None:
     assert response.json()["error"] == "invalid_client"
 
 
-async def test_bearer_token_does_not_authenticate_an_introspection_client(iclient: AsyncClient) -> None:
+async def test_bearer_token_does_not_authenticate_an_introspection_client(
+    iclient: AsyncClient,
+) -> None:
     user = await register(iclient)
     pair = await login(iclient, user["username"])
-    response = await iclient.post("/introspect", data={"token": pair["access_token"]}, headers=bearer(pair["access_token"]))
+    response = await iclient.post(
+        "/introspect", data={"token": pair["access_token"]}, headers=bearer(pair["access_token"])
+    )
     assert response.status_code == 401
     assert response.json()["error"] == "invalid_client"

@@ -9,8 +9,8 @@ import jwt
 import pytest
 
 from authsvc.security.keys import generate_private_key, private_key_pem
-from tests.conftest import ClientFactory, login, register
 from tests.clitools import run_cli
+from tests.conftest import ClientFactory, login, register
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -31,7 +31,10 @@ def kid_of(token: str) -> str:
 async def test_tokens_signed_before_a_rotation_keep_working(
     make_client: ClientFactory, tmp_path: Path, algorithm: str
 ) -> None:
-    key_a, key_b = write_key(tmp_path / "a.pem", algorithm), write_key(tmp_path / "b.pem", algorithm)
+    key_a, key_b = (
+        write_key(tmp_path / "a.pem", algorithm),
+        write_key(tmp_path / "b.pem", algorithm),
+    )
     async with make_client(jwt_algorithm=algorithm, jwt_private_key_file=key_a) as client:
         user = await register(client)
         pair = await login(client, user["username"])
@@ -57,7 +60,9 @@ async def test_tokens_signed_before_a_rotation_keep_working(
         assert kid_b in kids
         assert kid_of(new["refresh_token"]) == kid_b
         assert (await client.get("/me", headers=bearer(new["access_token"]))).status_code == 200
-        assert (await client.post("/refresh", json={"refresh_token": new["refresh_token"]})).status_code == 200
+        assert (
+            await client.post("/refresh", json={"refresh_token": new["refresh_token"]})
+        ).status_code == 200
 
         # Reuse detection still recognises the rotated token signed under A.
         reused = await client.post("/refresh", json={"refresh_token": pair["refresh_token"]})
@@ -89,12 +94,16 @@ async def test_grace_retry_across_a_rotation_gets_the_same_token(
         first = await client.post("/refresh", json={"refresh_token": pair["refresh_token"]})
         assert first.status_code == 200
     async with make_client(
-        jwt_private_key_file=key_b, jwt_previous_key_files=str(key_a), refresh_reuse_grace_seconds=60
+        jwt_private_key_file=key_b,
+        jwt_previous_key_files=str(key_a),
+        refresh_reuse_grace_seconds=60,
     ) as client:
         retry = await client.post("/refresh", json={"refresh_token": pair["refresh_token"]})
         assert retry.status_code == 200
         assert retry.json()["refresh_token"] == first.json()["refresh_token"]
-        onward = await client.post("/refresh", json={"refresh_token": retry.json()["refresh_token"]})
+        onward = await client.post(
+            "/refresh", json={"refresh_token": retry.json()["refresh_token"]}
+        )
         assert onward.status_code == 200
 
 
@@ -110,7 +119,9 @@ async def test_several_previous_keys(make_client: ClientFactory, tmp_path: Path)
     ) as client:
         assert len((await client.get("/.well-known/jwks.json")).json()["keys"]) == 3
         for pair in pairs:
-            assert (await client.get("/me", headers=bearer(pair["access_token"]))).status_code == 200
+            assert (
+                await client.get("/me", headers=bearer(pair["access_token"]))
+            ).status_code == 200
 
 
 async def test_serve_refuses_an_unreadable_or_mismatched_previous_key(
@@ -118,11 +129,19 @@ async def test_serve_refuses_an_unreadable_or_mismatched_previous_key(
 ) -> None:
     current = write_key(tmp_path / "current.pem")
     rsa = write_key(tmp_path / "rsa.pem", "RS256")
-    for previous, message in ((tmp_path / "missing.pem", "cannot read"), (rsa, "does not fit ES256")):
+    for previous, message in (
+        (tmp_path / "missing.pem", "cannot read"),
+        (rsa, "does not fit ES256"),
+    ):
         result = await run_cli(
-            "serve", "--port", "1",
-            database_url=database_url, data_dir=key_dir, cwd=tmp_path,
-            AUTHSVC_JWT_PRIVATE_KEY_FILE=str(current), AUTHSVC_JWT_PREVIOUS_KEY_FILES=str(previous),
+            "serve",
+            "--port",
+            "1",
+            database_url=database_url,
+            data_dir=key_dir,
+            cwd=tmp_path,
+            AUTHSVC_JWT_PRIVATE_KEY_FILE=str(current),
+            AUTHSVC_JWT_PREVIOUS_KEY_FILES=str(previous),
         )
         assert result.code == 2
         assert message in result.stderr

@@ -27,10 +27,14 @@ async def test_logout_revokes_the_session(client: AsyncClient, tokens: dict[str,
     assert me.json()["error"] == "invalid_token"
 
 
-async def test_logout_leaves_other_sessions_alone(client: AsyncClient, user: dict[str, Any]) -> None:
+async def test_logout_leaves_other_sessions_alone(
+    client: AsyncClient, user: dict[str, Any]
+) -> None:
     first = await login(client, user["username"])
     second = await login(client, user["username"])
-    assert (await client.post("/logout", json={"refresh_token": first["refresh_token"]})).status_code == 204
+    assert (
+        await client.post("/logout", json={"refresh_token": first["refresh_token"]})
+    ).status_code == 204
     assert (await client.get("/me", headers=bearer(second["access_token"]))).status_code == 200
     rotated = await client.post("/refresh", json={"refresh_token": second["refresh_token"]})
     assert rotated.status_code == 200
@@ -56,13 +60,17 @@ async def test_logout_with_unknown_or_forged_token_is_204(client: AsyncClient, t
     assert response.status_code == 204
 
 
-async def test_logout_with_an_access_token_changes_nothing(client: AsyncClient, tokens: dict[str, Any]) -> None:
+async def test_logout_with_an_access_token_changes_nothing(
+    client: AsyncClient, tokens: dict[str, Any]
+) -> None:
     response = await client.post("/logout", json={"refresh_token": tokens["access_token"]})
     assert response.status_code == 204
     assert (await client.get("/me", headers=bearer(tokens["access_token"]))).status_code == 200
 
 
-async def test_logout_with_rotated_token_ends_the_session(client: AsyncClient, tokens: dict[str, Any]) -> None:
+async def test_logout_with_rotated_token_ends_the_session(
+    client: AsyncClient, tokens: dict[str, Any]
+) -> None:
     rotated = await client.post("/refresh", json={"refresh_token": tokens["refresh_token"]})
     assert rotated.status_code == 200
     response = await client.post("/logout", json={"refresh_token": tokens["refresh_token"]})
@@ -86,13 +94,19 @@ async def test_logout_with_expired_token_is_204(make_client: ClientFactory) -> N
 
 @pytest.mark.parametrize("body", [None, {}, {"refresh_token": None}, {"refresh_token": ""}])
 async def test_logout_without_a_token_is_422(client: AsyncClient, body: Any) -> None:
-    response = await client.post("/logout", json=body) if body is not None else await client.post("/logout")
+    response = (
+        await client.post("/logout", json=body)
+        if body is not None
+        else await client.post("/logout")
+    )
     assert response.status_code == 422
     assert response.json()["error"] == "validation_error"
 
 
 async def test_logout_with_malformed_json_is_422(client: AsyncClient) -> None:
-    response = await client.post("/logout", content=b"{", headers={"Content-Type": "application/json"})
+    response = await client.post(
+        "/logout", content=b"{", headers={"Content-Type": "application/json"}
+    )
     assert response.status_code == 422
     assert response.json()["error"] == "validation_error"
 
@@ -106,7 +120,9 @@ async def test_logout_by_cookie_revokes_and_clears_the_cookie(make_client: Clien
         response = await client.post("/logout")
         assert response.status_code == 204
         set_cookie = response.headers["set-cookie"]
-        assert set_cookie.startswith('authsvc_refresh=""') or set_cookie.startswith("authsvc_refresh=;")
+        assert set_cookie.startswith('authsvc_refresh=""') or set_cookie.startswith(
+            "authsvc_refresh=;"
+        )
         assert "Max-Age=0" in set_cookie
         assert "HttpOnly" in set_cookie
         assert "authsvc_refresh" not in client.cookies
@@ -117,7 +133,9 @@ async def test_logout_by_cookie_revokes_and_clears_the_cookie(make_client: Clien
         assert me.json()["error"] == "invalid_token"
 
 
-async def test_logout_by_body_also_clears_the_cookie(client: AsyncClient, tokens: dict[str, Any]) -> None:
+async def test_logout_by_body_also_clears_the_cookie(
+    client: AsyncClient, tokens: dict[str, Any]
+) -> None:
     response = await client.post("/logout", json={"refresh_token": tokens["refresh_token"]})
     assert "authsvc_refresh=" in response.headers["set-cookie"]
     assert "Max-Age=0" in response.headers["set-cookie"]
@@ -163,7 +181,9 @@ async def test_logout_all_requires_a_bearer_token(client: AsyncClient) -> None:
     assert forged.json()["error"] == "invalid_token"
 
 
-async def test_logout_all_with_a_refresh_token_as_bearer_is_401(client: AsyncClient, tokens: dict[str, Any]) -> None:
+async def test_logout_all_with_a_refresh_token_as_bearer_is_401(
+    client: AsyncClient, tokens: dict[str, Any]
+) -> None:
     response = await client.post("/logout/all", headers=bearer(tokens["refresh_token"]))
     assert response.status_code == 401
     assert response.json()["error"] == "invalid_token"

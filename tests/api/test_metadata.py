@@ -23,7 +23,9 @@ async def test_metadata_uses_the_request_base_url_by_default(client: AsyncClient
 
 
 async def test_metadata_uses_public_url_and_custom_issuer(make_client: ClientFactory) -> None:
-    async with make_client(public_url="https://auth.example.com/base/", issuer="https://auth.example.com") as client:
+    async with make_client(
+        public_url="https://auth.example.com/base/", issuer="https://auth.example.com"
+    ) as client:
         body = (await client.get("/.well-known/oauth-authorization-server")).json()
         assert body["issuer"] == "https://auth.example.com"
         assert body["jwks_uri"] == "https://auth.example.com/base/.well-known/jwks.json"
@@ -44,7 +46,10 @@ async def test_metadata_urls_resolve(client: AsyncClient) -> None:
 async def test_every_new_route_documents_its_error_codes(client: AsyncClient) -> None:
     spec = (await client.get("/openapi.json")).json()
     paths = spec["paths"]
-    assert "session_not_found" in paths["/sessions/{session_id}"]["delete"]["responses"]["404"]["description"]
+    assert (
+        "session_not_found"
+        in paths["/sessions/{session_id}"]["delete"]["responses"]["404"]["description"]
+    )
     assert "invalid_client" in paths["/introspect"]["post"]["responses"]["401"]["description"]
     assert "invalid_request" in paths["/revoke"]["post"]["responses"]["400"]["description"]
     assert "not_authenticated" in paths["/logout/all"]["post"]["responses"]["401"]["description"]

@@ -50,7 +50,9 @@ async def test_revoke_access_token_by_json_revokes_its_session(
     await assert_session_revoked(client, tokens)
 
 
-async def test_revoke_leaves_other_sessions_alone(client: AsyncClient, user: dict[str, Any]) -> None:
+async def test_revoke_leaves_other_sessions_alone(
+    client: AsyncClient, user: dict[str, Any]
+) -> None:
     first = await login(client, user["username"])
     second = await login(client, user["username"])
     assert (await client.post("/revoke", data={"token": first["refresh_token"]})).status_code == 200
@@ -65,7 +67,9 @@ async def test_revoke_twice_is_200(client: AsyncClient, tokens: dict[str, Any]) 
 
 
 @pytest.mark.parametrize("token", ["garbage", "a.b.c", "x" * 10000, "\u00e9\u00e8"])
-async def test_revoke_unknown_token_is_200(client: AsyncClient, tokens: dict[str, Any], token: str) -> None:
+async def test_revoke_unknown_token_is_200(
+    client: AsyncClient, tokens: dict[str, Any], token: str
+) -> None:
     response = await client.post("/revoke", data={"token": token})
     assert response.status_code == 200
     assert response.content == b""
@@ -86,7 +90,9 @@ async def test_revoke_unknown_token_is_200(client: AsyncClient, tokens: dict[str
         {},
     ],
 )
-async def test_revoke_without_token_is_400_invalid_request(client: AsyncClient, kwargs: dict[str, Any]) -> None:
+async def test_revoke_without_token_is_400_invalid_request(
+    client: AsyncClient, kwargs: dict[str, Any]
+) -> None:
     response = await client.post("/revoke", **kwargs)
     assert response.status_code == 400
     body = response.json()

@@ -34,7 +34,13 @@ async def test_sessions_lists_each_login_and_marks_the_current_one(
     sessions = response.json()
     assert len(sessions) == 2
     assert set(sessions[0]) == {
-        "id", "created_at", "last_used_at", "expires_at", "user_agent", "ip_address", "current"
+        "id",
+        "created_at",
+        "last_used_at",
+        "expires_at",
+        "user_agent",
+        "ip_address",
+        "current",
     }
     by_agent = {s["user_agent"]: s for s in sessions}
     assert by_agent["laptop/2.0"]["current"] is True
@@ -42,17 +48,25 @@ async def test_sessions_lists_each_login_and_marks_the_current_one(
     for s in sessions:
         assert s["ip_address"] == "203.0.113.7"
         created = datetime.fromisoformat(s["created_at"])
-        assert created <= datetime.fromisoformat(s["last_used_at"]) < datetime.fromisoformat(s["expires_at"])
+        assert (
+            created
+            <= datetime.fromisoformat(s["last_used_at"])
+            < datetime.fromisoformat(s["expires_at"])
+        )
         uuid.UUID(s["id"])
     assert phone.status_code == 200
 
 
-async def test_sessions_shows_only_the_callers_live_sessions(client: AsyncClient, user: dict[str, Any]) -> None:
+async def test_sessions_shows_only_the_callers_live_sessions(
+    client: AsyncClient, user: dict[str, Any]
+) -> None:
     mine = await login(client, user["username"])
     ended = await login(client, user["username"])
     other = await register(client)
     await login(client, other["username"])
-    assert (await client.post("/logout", json={"refresh_token": ended["refresh_token"]})).status_code == 204
+    assert (
+        await client.post("/logout", json={"refresh_token": ended["refresh_token"]})
+    ).status_code == 204
 
     sessions = (await client.get("/sessions", headers=bearer(mine["access_token"]))).json()
     assert len(sessions) == 1
@@ -71,7 +85,9 @@ async def test_refresh_updates_last_used_at(client: AsyncClient, tokens: dict[st
     assert len(after) == 1
     assert after[0]["id"] == before["id"]
     assert after[0]["current"] is True
-    assert datetime.fromisoformat(after[0]["last_used_at"]) > datetime.fromisoformat(before["last_used_at"])
+    assert datetime.fromisoformat(after[0]["last_used_at"]) > datetime.fromisoformat(
+        before["last_used_at"]
+    )
     assert after[0]["created_at"] == before["created_at"]
 
 
@@ -106,20 +122,28 @@ async def test_delete_session_ends_it(client: AsyncClient, user: dict[str, Any])
     assert again.status_code == 204
 
 
-async def test_delete_own_current_session_logs_the_caller_out(client: AsyncClient, tokens: dict[str, Any]) -> None:
+async def test_delete_own_current_session_logs_the_caller_out(
+    client: AsyncClient, tokens: dict[str, Any]
+) -> None:
     sessions = (await client.get("/sessions", headers=bearer(tokens["access_token"]))).json()
-    response = await client.delete(f"/sessions/{sessions[0]['id']}", headers=bearer(tokens["access_token"]))
+    response = await client.delete(
+        f"/sessions/{sessions[0]['id']}", headers=bearer(tokens["access_token"])
+    )
     assert response.status_code == 204
     me = await client.get("/me", headers=bearer(tokens["access_token"]))
     assert me.status_code == 401
     assert me.json()["error"] == "invalid_token"
 
 
-async def test_delete_someone_elses_session_is_404(client: AsyncClient, user: dict[str, Any]) -> None:
+async def test_delete_someone_elses_session_is_404(
+    client: AsyncClient, user: dict[str, Any]
+) -> None:
     mine = await login(client, user["username"])
     other = await register(client)
     theirs = await login(client, other["username"])
-    their_id = (await client.get("/sessions", headers=bearer(theirs["access_token"]))).json()[0]["id"]
+    their_id = (await client.get("/sessions", headers=bearer(theirs["access_token"]))).json()[0][
+        "id"
+    ]
 
     response = await client.delete(f"/sessions/{their_id}", headers=bearer(mine["access_token"]))
     assert response.status_code == 404
@@ -131,7 +155,9 @@ async def test_delete_someone_elses_session_is_404(client: AsyncClient, user: di
 async def test_delete_unknown_or_malformed_session_is_404(
     client: AsyncClient, tokens: dict[str, Any], session_id: str
 ) -> None:
-    response = await client.delete(f"/sessions/{session_id}", headers=bearer(tokens["access_token"]))
+    response = await client.delete(
+        f"/sessions/{session_id}", headers=bearer(tokens["access_token"])
+    )
     assert response.status_code == 404
     assert response.json()["error"] == "session_not_found"
 
@@ -142,13 +168,17 @@ async def test_delete_session_requires_a_bearer_token(client: AsyncClient) -> No
     assert response.json()["error"] == "not_authenticated"
 
 
-async def test_forwarded_for_is_ignored_from_an_untrusted_peer(client: AsyncClient, user: dict[str, Any]) -> None:
+async def test_forwarded_for_is_ignored_from_an_untrusted_peer(
+    client: AsyncClient, user: dict[str, Any]
+) -> None:
     response = await client.post(
         "/login",
         json={"username": user["username"], "password": "correct horse battery staple"},
         headers={"X-Forwarded-For": "198.51.100.1"},
     )
-    sessions = (await client.get("/sessions", headers=bearer(response.json()["access_token"]))).json()
+    sessions = (
+        await client.get("/sessions", headers=bearer(response.json()["access_token"]))
+    ).json()
     assert sessions[0]["ip_address"] == "203.0.113.7"
 
 
@@ -176,5 +206,7 @@ async def test_forwarded_for_from_a_trusted_proxy(
             headers={"X-Forwarded-For": forwarded},
         )
         assert response.status_code == 200
-        sessions = (await client.get("/sessions", headers=bearer(response.json()["access_token"]))).json()
+        sessions = (
+            await client.get("/sessions", headers=bearer(response.json()["access_token"]))
+        ).json()
         assert sessions[0]["ip_address"] == expected

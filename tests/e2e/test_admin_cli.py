@@ -26,7 +26,9 @@ class Cli:
         self.database_url, self.data_dir, self.cwd = database_url, data_dir, cwd
 
     async def __call__(self, *args: str) -> CliResult:
-        return await run_cli(*args, database_url=self.database_url, data_dir=self.data_dir, cwd=self.cwd)
+        return await run_cli(
+            *args, database_url=self.database_url, data_dir=self.data_dir, cwd=self.cwd
+        )
 
 
 def make_cli(database_url: str, key_dir: Path, tmp_path: Path) -> Cli:
@@ -57,7 +59,9 @@ async def test_disable_user_revokes_everything_and_enable_lets_them_back_in(
     assert denied.status_code == 403
     assert denied.json()["error"] == "account_disabled"
     # A wrong password says nothing about the account's state.
-    wrong = await client.post("/login", json={"username": user["username"], "password": PASSWORD + "x"})
+    wrong = await client.post(
+        "/login", json={"username": user["username"], "password": PASSWORD + "x"}
+    )
     assert wrong.status_code == 401
     assert wrong.json()["error"] == "invalid_credentials"
 
@@ -125,8 +129,16 @@ async def test_purge_deletes_only_capped_sessions_and_stale_failures(
         await conn.execute(
             LoginFailure.__table__.insert(),
             [
-                {"username": "old", "ip_address": "192.0.2.1", "attempted_at": now - timedelta(seconds=400)},
-                {"username": "new", "ip_address": "192.0.2.1", "attempted_at": now - timedelta(seconds=10)},
+                {
+                    "username": "old",
+                    "ip_address": "192.0.2.1",
+                    "attempted_at": now - timedelta(seconds=400),
+                },
+                {
+                    "username": "new",
+                    "ip_address": "192.0.2.1",
+                    "attempted_at": now - timedelta(seconds=10),
+                },
             ],
         )
 
@@ -141,12 +153,16 @@ async def test_purge_deletes_only_capped_sessions_and_stale_failures(
     assert failures == ["new"]
     orphans = await _count(
         clean_db,
-        select(func.count()).select_from(RefreshToken).where(RefreshToken.session_id == uuid.UUID(_sid(capped))),
+        select(func.count())
+        .select_from(RefreshToken)
+        .where(RefreshToken.session_id == uuid.UUID(_sid(capped))),
     )
     assert orphans == 0
 
     # What stays keeps working the way it did.
-    assert (await client.post("/refresh", json={"refresh_token": live["refresh_token"]})).status_code == 200
+    assert (
+        await client.post("/refresh", json={"refresh_token": live["refresh_token"]})
+    ).status_code == 200
     late = await client.post("/refresh", json={"refresh_token": reused["refresh_token"]})
     assert late.json()["error"] == "refresh_token_reused"
 
@@ -154,7 +170,9 @@ async def test_purge_deletes_only_capped_sessions_and_stale_failures(
     assert again.stdout.strip() == "purged 0 session(s) and 0 failed-login record(s)"
 
 
-async def test_background_purge_runs_in_the_app(make_client: ClientFactory, clean_db: AsyncEngine) -> None:
+async def test_background_purge_runs_in_the_app(
+    make_client: ClientFactory, clean_db: AsyncEngine
+) -> None:
     import asyncio
 
     async with make_client(purge_interval_seconds=0.2) as client:
@@ -162,7 +180,11 @@ async def test_background_purge_runs_in_the_app(make_client: ClientFactory, clea
         pair = await login(client, user["username"])
         keep = await login(client, user["username"])
         await _cap_session(clean_db, _sid(pair), timedelta(seconds=1))
-        query = select(func.count()).select_from(AuthSession).where(AuthSession.id == uuid.UUID(_sid(pair)))
+        query = (
+            select(func.count())
+            .select_from(AuthSession)
+            .where(AuthSession.id == uuid.UUID(_sid(pair)))
+        )
         for _ in range(150):  # up to 30 s on a busy machine; usually one interval
             if await _count(clean_db, query) == 0:
                 break
@@ -178,7 +200,9 @@ async def test_audit_prints_the_trail_of_one_user(
     user = await register(client)
     other = await register(client)
     await login(client, other["username"])
-    bad = await client.post("/login", json={"username": user["username"], "password": PASSWORD + "!"})
+    bad = await client.post(
+        "/login", json={"username": user["username"], "password": PASSWORD + "!"}
+    )
     assert bad.status_code == 401
     pair = await login(client, user["username"])
     await client.post("/refresh", json={"refresh_token": pair["refresh_token"]})
@@ -214,7 +238,9 @@ async def test_audit_prints_the_trail_of_one_user(
     assert iso.stdout.strip().splitlines() == lines
 
 
-async def test_audit_rejects_a_bad_since(database_url: str, key_dir: Path, tmp_path: Path, clean_db: AsyncEngine) -> None:
+async def test_audit_rejects_a_bad_since(
+    database_url: str, key_dir: Path, tmp_path: Path, clean_db: AsyncEngine
+) -> None:
     result = await make_cli(database_url, key_dir, tmp_path)("audit", "--since", "yesterday-ish")
     assert result.code == 2
     assert result.stderr.startswith("authsvc: error: --since")
@@ -224,7 +250,9 @@ async def test_audit_rejects_a_bad_since(database_url: str, key_dir: Path, tmp_p
 async def test_audit_rows_never_hold_a_secret(client: AsyncClient, clean_db: AsyncEngine) -> None:
     user = await register(client)
     pair = await login(client, user["username"])
-    await client.post("/login", json={"username": user["username"], "password": "wrong password here"})
+    await client.post(
+        "/login", json={"username": user["username"], "password": "wrong password here"}
+    )
     await client.post("/refresh", json={"refresh_token": pair["refresh_token"]})
     await client.post("/refresh", json={"refresh_token": pair["refresh_token"]})  # reuse
     async with clean_db.connect() as conn:

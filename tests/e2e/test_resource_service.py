@@ -56,7 +56,12 @@ async def authsvc_server(
 ) -> AsyncIterator[str]:
     """A real ``authsvc serve`` on ``port``; yields its base URL, stops it at exit."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "authsvc", "serve", "--port", str(port),
+        sys.executable,
+        "-m",
+        "authsvc",
+        "serve",
+        "--port",
+        str(port),
         cwd=cwd,
         env=cli_env(database_url, data_dir, AUTHSVC_PURGE_INTERVAL_SECONDS="0", **env),
         stdout=asyncio.subprocess.DEVNULL,
@@ -140,16 +145,23 @@ async def test_resource_service_verifies_tokens_across_a_key_rotation(
             AUTHSVC_INTROSPECTION_CLIENTS="resource:resource-secret",
             **server,
         ) as base:
-            assert (await resource.get("/hello", headers=bearer(before["access_token"]))).status_code == 200
+            assert (
+                await resource.get("/hello", headers=bearer(before["access_token"]))
+            ).status_code == 200
             async with httpx.AsyncClient(base_url=base) as auth:
                 jwks = (await auth.get("/.well-known/jwks.json")).json()["keys"]
                 assert len(jwks) == 2
-                assert (await auth.get("/me", headers=bearer(before["access_token"]))).status_code == 200
-                rotated = await auth.post("/refresh", json={"refresh_token": before["refresh_token"]})
+                assert (
+                    await auth.get("/me", headers=bearer(before["access_token"]))
+                ).status_code == 200
+                rotated = await auth.post(
+                    "/refresh", json={"refresh_token": before["refresh_token"]}
+                )
                 assert rotated.status_code == 200
                 after = rotated.json()
-            assert jwt.get_unverified_header(after["access_token"])["kid"] != (
-                jwt.get_unverified_header(before["access_token"])["kid"]
+            assert (
+                jwt.get_unverified_header(after["access_token"])["kid"]
+                != (jwt.get_unverified_header(before["access_token"])["kid"])
             )
             # A kid the cached set lacks makes the resource service fetch the JWKS again.
             hello = await resource.get("/hello", headers=bearer(after["access_token"]))
@@ -158,13 +170,19 @@ async def test_resource_service_verifies_tokens_across_a_key_rotation(
             # A fresh verifier (nothing cached) takes both keys too.
             async with resource_client(jwks_url) as cold:
                 for pair in (before, after):
-                    assert (await cold.get("/hello", headers=bearer(pair["access_token"]))).status_code == 200
+                    assert (
+                        await cold.get("/hello", headers=bearer(pair["access_token"]))
+                    ).status_code == 200
 
             # Logout is not visible in the JWT itself; introspection tells.
             async with httpx.AsyncClient(base_url=base) as auth:
-                assert (await auth.post("/logout", json={"refresh_token": after["refresh_token"]})).status_code == 204
+                assert (
+                    await auth.post("/logout", json={"refresh_token": after["refresh_token"]})
+                ).status_code == 204
                 info = await auth.post(
-                    "/introspect", data={"token": after["access_token"]}, auth=("resource", "resource-secret")
+                    "/introspect",
+                    data={"token": after["access_token"]},
+                    auth=("resource", "resource-secret"),
                 )
                 assert info.json() == {"active": False}
 
@@ -176,7 +194,11 @@ async def test_resource_service_refuses_what_is_not_an_access_token(
     port = free_port()
     jwks_url = f"http://127.0.0.1:{port}/.well-known/jwks.json"
     async with authsvc_server(
-        port, AUTHSVC_JWT_PRIVATE_KEY_FILE=str(key), database_url=database_url, data_dir=key_dir, cwd=tmp_path
+        port,
+        AUTHSVC_JWT_PRIVATE_KEY_FILE=str(key),
+        database_url=database_url,
+        data_dir=key_dir,
+        cwd=tmp_path,
     ) as _base:
         _user_id, pair = await sign_up(_base)
         claims = jwt.decode(pair["access_token"], options={"verify_signature": False})
@@ -184,22 +206,30 @@ async def test_resource_service_refuses_what_is_not_an_access_token(
         public_pem = (
             serialization.load_pem_private_key(key.read_bytes(), password=None)
             .public_key()
-            .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+            .public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
         )
         b64 = base64.urlsafe_b64encode
         forged = {
             "refresh token": pair["refresh_token"],
             "garbage": "not-a-jwt",
-            "alg none": jwt.encode(claims, None, algorithm="none", headers={"kid": header["kid"], "typ": "at+jwt"}),
+            "alg none": jwt.encode(
+                claims, None, algorithm="none", headers={"kid": header["kid"], "typ": "at+jwt"}
+            ),
             "foreign key, our kid": jwt.encode(
                 claims, ec.generate_private_key(ec.SECP256R1()), algorithm="ES256", headers=header
             ),
             "unknown kid": jwt.encode(
-                claims, ec.generate_private_key(ec.SECP256R1()), algorithm="ES256",
+                claims,
+                ec.generate_private_key(ec.SECP256R1()),
+                algorithm="ES256",
                 headers={**header, "kid": "nope"},
             ),
             "plain JWT typ": jwt.encode(
-                claims, serialization.load_pem_private_key(key.read_bytes(), password=None), algorithm="ES256",
+                claims,
+                serialization.load_pem_private_key(key.read_bytes(), password=None),
+                algorithm="ES256",
                 headers={**header, "typ": "JWT"},
             ),
             "tampered payload": ".".join(
@@ -211,16 +241,22 @@ async def test_resource_service_refuses_what_is_not_an_access_token(
             ),
         }
         # HMAC with the public key as the secret (the classic algorithm-confusion forgery).
-        hs_header = b64(f'{{"alg":"HS256","typ":"at+jwt","kid":"{header["kid"]}"}}'.encode()).rstrip(b"=")
+        hs_header = b64(
+            f'{{"alg":"HS256","typ":"at+jwt","kid":"{header["kid"]}"}}'.encode()
+        ).rstrip(b"=")
         body = pair["access_token"].split(".")[1].encode()
         import hashlib
         import hmac
 
         mac = hmac.new(public_pem, hs_header + b"." + body, hashlib.sha256).digest()
-        forged["HS256 with the public key"] = b".".join([hs_header, body, b64(mac).rstrip(b"=")]).decode()
+        forged["HS256 with the public key"] = b".".join(
+            [hs_header, body, b64(mac).rstrip(b"=")]
+        ).decode()
 
         async with resource_client(jwks_url) as resource:
-            assert (await resource.get("/hello", headers=bearer(pair["access_token"]))).status_code == 200
+            assert (
+                await resource.get("/hello", headers=bearer(pair["access_token"]))
+            ).status_code == 200
             missing = await resource.get("/hello")
             assert missing.status_code == 401
             assert missing.json()["error"] == "not_authenticated"
@@ -230,7 +266,11 @@ async def test_resource_service_refuses_what_is_not_an_access_token(
                 assert response.json()["error"] == "invalid_token", name
                 assert 'error="invalid_token"' in response.headers["www-authenticate"]
 
-        for config in ({"audience": "another-service"}, {"issuer": "someone-else"}, {"algorithm": "EdDSA"}):
+        for config in (
+            {"audience": "another-service"},
+            {"issuer": "someone-else"},
+            {"algorithm": "EdDSA"},
+        ):
             async with resource_client(jwks_url, **config) as strict:
                 response = await strict.get("/hello", headers=bearer(pair["access_token"]))
                 assert response.status_code == 401, config

@@ -24,18 +24,35 @@ async def _seed(engine: AsyncEngine, *, capped: int, live: int) -> None:
         sid = uuid.uuid4()
         cap = now - timedelta(minutes=1) if i < capped else now + timedelta(hours=1)
         sessions.append(
-            {"id": sid, "user_id": user_id, "created_at": now - timedelta(hours=13), "expires_at": cap,
-             "last_used_at": now - timedelta(hours=2)}
+            {
+                "id": sid,
+                "user_id": user_id,
+                "created_at": now - timedelta(hours=13),
+                "expires_at": cap,
+                "last_used_at": now - timedelta(hours=2),
+            }
         )
         for n in range(2):
             tokens.append(
-                {"id": uuid.uuid4(), "session_id": sid, "token_hash": uuid.uuid4().hex + uuid.uuid4().hex,
-                 "issued_at": now - timedelta(hours=2), "expires_at": min(cap, now + timedelta(minutes=n))}
+                {
+                    "id": uuid.uuid4(),
+                    "session_id": sid,
+                    "token_hash": uuid.uuid4().hex + uuid.uuid4().hex,
+                    "issued_at": now - timedelta(hours=2),
+                    "expires_at": min(cap, now + timedelta(minutes=n)),
+                }
             )
     async with engine.begin() as conn:
         await conn.execute(
             User.__table__.insert(),
-            [{"id": user_id, "username": f"purge{user_id.hex[:8]}", "password_hash": "x", "created_at": now}],
+            [
+                {
+                    "id": user_id,
+                    "username": f"purge{user_id.hex[:8]}",
+                    "password_hash": "x",
+                    "created_at": now,
+                }
+            ],
         )
         await conn.execute(AuthSession.__table__.insert(), sessions)
         await conn.execute(RefreshToken.__table__.insert(), tokens)
@@ -49,7 +66,9 @@ async def test_concurrent_purges_share_the_work_in_batches(
     engines = [make_engine(settings) for _ in range(3)]
     try:
         now = datetime.now(UTC)
-        results = await asyncio.gather(*(purge(make_sessionmaker(e), settings, now) for e in engines))
+        results = await asyncio.gather(
+            *(purge(make_sessionmaker(e), settings, now) for e in engines)
+        )
     finally:
         for engine in engines:
             await engine.dispose()

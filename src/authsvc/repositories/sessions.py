@@ -199,7 +199,9 @@ class SessionRepository:
         )
         return result.scalar_one_or_none()
 
-    async def list_live(self, user_id: uuid.UUID, now: datetime) -> list[tuple[AuthSession, datetime]]:
+    async def list_live(
+        self, user_id: uuid.UUID, now: datetime
+    ) -> list[tuple[AuthSession, datetime]]:
         """The user's sessions that can still be refreshed, newest first, each with the time
         it ends unless used again (its newest live token's expiry, never past its cap)."""
         live = (
@@ -222,5 +224,7 @@ class SessionRepository:
 
     async def owner_of(self, session_id: uuid.UUID) -> uuid.UUID | None:
         """The user a session belongs to, or ``None`` if there is no such session."""
-        result = await self._session.execute(select(AuthSession.user_id).where(AuthSession.id == session_id))
+        result = await self._session.execute(
+            select(AuthSession.user_id).where(AuthSession.id == session_id)
+        )
         return result.scalar_one_or_none()

@@ -177,5 +177,10 @@ def load_previous_keys(settings: Settings) -> list[SigningKey]:
     if not settings.jwt_previous_key_files:
         return []
     if settings.jwt_algorithm == "HS256":
-        raise KeyConfigError("AUTHSVC_JWT_PREVIOUS_KEY_FILES holds PEM keys; it is not used with HS256")
-    return [load_private_key_file(Path(name), settings.jwt_algorithm) for name in settings.jwt_previous_key_files]
+        raise KeyConfigError(
+            "AUTHSVC_JWT_PREVIOUS_KEY_FILES holds PEM keys; it is not used with HS256"
+        )
+    return [
+        load_private_key_file(Path(name), settings.jwt_algorithm)
+        for name in settings.jwt_previous_key_files
+    ]

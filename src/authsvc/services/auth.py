@@ -255,7 +255,12 @@ class AuthService:
         return None
 
     def _successor_claims(
-        self, consumed_hash: str, *, consumed_at: datetime, head: SessionHead, kid: str | None = None
+        self,
+        consumed_hash: str,
+        *,
+        consumed_at: datetime,
+        head: SessionHead,
+        kid: str | None = None,
     ) -> RefreshClaims:
         iat = int(consumed_at.timestamp())
         return RefreshClaims(

@@ -32,7 +32,10 @@ class UserAdminService:
         await self._db.commit()
         await self._events.record(
             AuthEvent(
-                EventType.USER_DISABLED, now, user_id=user.id, username=user.username,
+                EventType.USER_DISABLED,
+                now,
+                user_id=user.id,
+                username=user.username,
                 detail=f"{revoked} session(s) revoked",
             )
         )
