@@ -19,7 +19,7 @@ from authsvc.db import make_engine, make_sessionmaker
 from authsvc.security.keys import load_previous_keys, load_signing_key
 from authsvc.security.passwords import PasswordHasher
 from authsvc.security.tokens import TokenCodec
-from authsvc.services.audit import DatabaseEventSink
+from authsvc.services.audit import BufferedEventSink
 from authsvc.services.purge import start_background_purge, stop_background_purge
 
 DESCRIPTION = """
@@ -49,19 +49,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         hasher = build_hasher(settings)
         await hasher.dummy_verify("")  # computes the dummy hash before the first login
         sessionmaker = make_sessionmaker(engine)
+        audit = BufferedEventSink(sessionmaker)
         app.state.ctx = AppContext(
             settings=settings,
             engine=engine,
             sessionmaker=sessionmaker,
             hasher=hasher,
             codec=TokenCodec(settings, load_signing_key(settings), load_previous_keys(settings)),
-            events=DatabaseEventSink(sessionmaker),
+            events=audit,
         )
+        audit.start()
         purger = start_background_purge(settings, sessionmaker)
         try:
             yield
         finally:
             await stop_background_purge(purger)
+            await audit.aclose()
             await engine.dispose()
 
     app = FastAPIOffline(

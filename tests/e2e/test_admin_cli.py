@@ -194,19 +194,21 @@ async def test_background_purge_runs_in_the_app(
 
 
 async def test_audit_prints_the_trail_of_one_user(
-    client: AsyncClient, database_url: str, key_dir: Path, tmp_path: Path
+    make_client: ClientFactory, database_url: str, key_dir: Path, tmp_path: Path
 ) -> None:
     cli = make_cli(database_url, key_dir, tmp_path)
-    user = await register(client)
-    other = await register(client)
-    await login(client, other["username"])
-    bad = await client.post(
-        "/login", json={"username": user["username"], "password": PASSWORD + "!"}
-    )
-    assert bad.status_code == 401
-    pair = await login(client, user["username"])
-    await client.post("/refresh", json={"refresh_token": pair["refresh_token"]})
-    await client.post("/logout", json={"refresh_token": pair["refresh_token"]})
+    # Leaving the app's lifespan drains its audit writer: every event below is written.
+    async with make_client() as client:
+        user = await register(client)
+        other = await register(client)
+        await login(client, other["username"])
+        bad = await client.post(
+            "/login", json={"username": user["username"], "password": PASSWORD + "!"}
+        )
+        assert bad.status_code == 401
+        pair = await login(client, user["username"])
+        await client.post("/refresh", json={"refresh_token": pair["refresh_token"]})
+        await client.post("/logout", json={"refresh_token": pair["refresh_token"]})
     assert (await cli("disable-user", user["username"])).code == 0
     assert (await cli("enable-user", user["username"])).code == 0
 
@@ -247,14 +249,17 @@ async def test_audit_rejects_a_bad_since(
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-async def test_audit_rows_never_hold_a_secret(client: AsyncClient, clean_db: AsyncEngine) -> None:
-    user = await register(client)
-    pair = await login(client, user["username"])
-    await client.post(
-        "/login", json={"username": user["username"], "password": "wrong password here"}
-    )
-    await client.post("/refresh", json={"refresh_token": pair["refresh_token"]})
-    await client.post("/refresh", json={"refresh_token": pair["refresh_token"]})  # reuse
+async def test_audit_rows_never_hold_a_secret(
+    make_client: ClientFactory, clean_db: AsyncEngine
+) -> None:
+    async with make_client() as client:
+        user = await register(client)
+        pair = await login(client, user["username"])
+        await client.post(
+            "/login", json={"username": user["username"], "password": "wrong password here"}
+        )
+        await client.post("/refresh", json={"refresh_token": pair["refresh_token"]})
+        await client.post("/refresh", json={"refresh_token": pair["refresh_token"]})  # reuse
     async with clean_db.connect() as conn:
         rows = (await conn.execute(select(AuditEvent))).all()
     dump = repr(rows)
