@@ -4,6 +4,7 @@ listed in AUTHSVC_JWT_PREVIOUS_KEY_FILES; A's tokens keep working, the JWKS list
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import jwt
 import pytest
@@ -146,3 +147,21 @@ async def test_serve_refuses_an_unreadable_or_mismatched_previous_key(
         assert result.code == 2
         assert message in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
+
+
+async def test_previous_key_files_are_refused_with_hs256(
+    make_settings: Any, tmp_path: Path
+) -> None:
+    from asgi_lifespan import LifespanManager
+
+    from authsvc.main import create_app
+    from authsvc.security.keys import KeyConfigError
+
+    settings = make_settings(
+        jwt_algorithm="HS256",
+        jwt_secret="s" * 40,
+        jwt_previous_key_files=str(write_key(tmp_path / "a.pem")),
+    )
+    with pytest.raises(KeyConfigError, match="HS256"):
+        async with LifespanManager(create_app(settings)):
+            pass
