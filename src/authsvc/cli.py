@@ -7,7 +7,7 @@ import getpass
 import re
 import sys
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import NoReturn, TypeVar
 
 import click
@@ -17,7 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from authsvc.config import Settings
 from authsvc.db import make_engine, make_sessionmaker
 from authsvc.errors import AuthError
-from authsvc.security.keys import KeyConfigError, load_signing_key
+from authsvc.security.keys import KeyConfigError, load_previous_keys, load_signing_key
+from authsvc.services.events import EventSink
 
 
 @click.group(
@@ -92,6 +93,7 @@ def serve(host: str, port: int, workers: int) -> None:
     settings = load_settings()
     try:
         load_signing_key(settings)  # generate the development key once, before workers start
+        load_previous_keys(settings)
     except KeyConfigError as exc:
         fail(str(exc))
     migrate_or_fail(settings)
@@ -157,10 +159,10 @@ def _set_disabled(username: str, disabled: bool) -> None:
     username = check_username(username)
 
     async def work(session: AsyncSession) -> int:
-        service = UserAdminService(session)
+        service = UserAdminService(session, events=_audit_sink(session))
         if disabled:
             return await service.disable(username, datetime.now(UTC))
-        await service.enable(username)
+        await service.enable(username, datetime.now(UTC))
         return 0
 
     try:
@@ -185,6 +187,99 @@ def disable_user(username: str) -> None:
 def enable_user(username: str) -> None:
     """Enable a disabled account."""
     _set_disabled(username, False)
+
+
+def _audit_sink(session: AsyncSession) -> EventSink:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from authsvc.services.audit import DatabaseEventSink
+
+    assert isinstance(session.bind, AsyncEngine)
+    return DatabaseEventSink(make_sessionmaker(session.bind))
+
+
+@app.command()
+def purge() -> None:
+    """Delete sessions past their absolute cap (with their tokens) and stale login failures."""
+    from authsvc.services.purge import purge as run_purge
+
+    settings = load_settings()
+
+    async def work(session: AsyncSession) -> tuple[int, int]:
+        from sqlalchemy.ext.asyncio import AsyncEngine
+
+        assert isinstance(session.bind, AsyncEngine)
+        result = await run_purge(make_sessionmaker(session.bind), settings, datetime.now(UTC))
+        return result.sessions, result.login_failures
+
+    sessions, failures = run_db(settings, work)
+    print(f"purged {sessions} session(s) and {failures} failed-login record(s)")
+
+
+_RELATIVE = re.compile(r"^(\d+)\s*([smhdw])$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_since(value: str, now: datetime) -> datetime:
+    """``1h``/``30m``/``7d``-style durations back from ``now``, or an ISO 8601 moment."""
+    match = _RELATIVE.fullmatch(value.strip().lower())
+    if match:
+        return now - timedelta(seconds=int(match[1]) * _UNITS[match[2]])
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        fail(
+            "--since must be ISO 8601 (2026-01-31T12:00:00Z) "
+            f"or a duration like 30m, 1h, 7d: {value!r}"
+        )
+    # A moment without an offset is read as UTC, like everything this service stores.
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _field(value: object) -> str:
+    return "-" if value is None else str(value)
+
+
+@app.command()
+@click.option("--user", "username", default=None, help="Only events of this username.")
+@click.option(
+    "--since", default=None, help="ISO 8601 moment, or a duration back from now (30m, 1h, 7d)."
+)
+@click.option(
+    "--limit",
+    default=1000,
+    show_default=True,
+    type=click.IntRange(1, 1_000_000),
+    help="At most this many (the newest).",
+)
+def audit(username: str | None, since: str | None, limit: int) -> None:
+    """Print the audit trail of authentication events, oldest first."""
+    from authsvc.services.audit import AuditQuery
+
+    settings = load_settings()
+    if username is not None:
+        username = check_username(username)
+    moment = parse_since(since, datetime.now(UTC)) if since is not None else None
+
+    async def work(session: AsyncSession) -> list[str]:
+        lines = await AuditQuery(session).events(username=username, since=moment, limit=limit)
+        return [
+            "\t".join(
+                [
+                    line.event.occurred_at.isoformat(timespec="seconds").replace("+00:00", "Z"),
+                    line.event.event,
+                    f"user={_field(line.username)}",
+                    f"user_id={_field(line.event.user_id)}",
+                    f"session={_field(line.event.session_id)}",
+                    f"ip={_field(line.event.ip_address)}",
+                    f"detail={_field(line.event.detail)}",
+                ]
+            )
+            for line in lines
+        ]
+
+    for text in run_db(settings, work):
+        click.echo(text)
 
 
 def main() -> None:

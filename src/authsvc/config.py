@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     jwt_algorithm: Algorithm = "ES256"
     jwt_private_key_file: Path | None = None
     jwt_secret: SecretStr | None = None
+    # Key rotation: PEM private keys that signed before the current one. Their public keys stay
+    # in the JWKS and tokens they signed (access and refresh) stay valid by ``kid``.
+    jwt_previous_key_files: CommaList = []
     issuer: str = "authsvc"
     audience: str = "authsvc"
     # Where development keys are generated (and other local state lives).
@@ -51,6 +54,9 @@ class Settings(BaseSettings):
     public_url: str | None = None
     redis_url: str | None = None
     trusted_proxies: CommaList = []
+    # Seconds between background purges of records nobody needs any more; 0 disables them.
+    purge_interval_seconds: float = Field(3600, ge=0)
+    purge_batch_size: int = Field(500, ge=1, le=10000)
 
     # argon2id cost; the defaults are OWASP's minimum (19 MiB, t=2, p=1).
     argon2_memory_cost: int = Field(19456, ge=8)
@@ -65,7 +71,13 @@ class Settings(BaseSettings):
     db_pool_timeout_seconds: float = Field(3.0, gt=0)
     db_statement_timeout_seconds: float = Field(3.0, gt=0)
 
-    @field_validator("cors_origins", "introspection_clients", "trusted_proxies", mode="before")
+    @field_validator(
+        "cors_origins",
+        "introspection_clients",
+        "trusted_proxies",
+        "jwt_previous_key_files",
+        mode="before",
+    )
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):

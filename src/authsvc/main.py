@@ -13,12 +13,14 @@ from authsvc import __version__
 from authsvc.api.context import AppContext
 from authsvc.api.errors import install_error_handlers
 from authsvc.api.middleware import BodySizeLimitMiddleware, SecurityHeadersMiddleware
-from authsvc.api.routes import auth, users, wellknown
+from authsvc.api.routes import auth, oauth, sessions, users, wellknown
 from authsvc.config import Settings, get_settings
 from authsvc.db import make_engine, make_sessionmaker
-from authsvc.security.keys import load_signing_key
+from authsvc.security.keys import load_previous_keys, load_signing_key
 from authsvc.security.passwords import PasswordHasher
 from authsvc.security.tokens import TokenCodec
+from authsvc.services.audit import BufferedEventSink
+from authsvc.services.purge import start_background_purge, stop_background_purge
 
 DESCRIPTION = """
 Password login that hands out a short-lived JWT **access token** and a rotating
@@ -46,16 +48,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = make_engine(settings)
         hasher = build_hasher(settings)
         await hasher.dummy_verify("")  # computes the dummy hash before the first login
+        sessionmaker = make_sessionmaker(engine)
+        audit = BufferedEventSink(sessionmaker)
         app.state.ctx = AppContext(
             settings=settings,
             engine=engine,
-            sessionmaker=make_sessionmaker(engine),
+            sessionmaker=sessionmaker,
             hasher=hasher,
-            codec=TokenCodec(settings, load_signing_key(settings)),
+            codec=TokenCodec(settings, load_signing_key(settings), load_previous_keys(settings)),
+            events=audit,
         )
+        audit.start()
+        purger = start_background_purge(settings, sessionmaker)
         try:
             yield
         finally:
+            await stop_background_purge(purger)
+            await audit.aclose()
             await engine.dispose()
 
     app = FastAPIOffline(
@@ -69,6 +78,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(auth.router)
     app.include_router(users.router)
     app.include_router(wellknown.router)
+    app.include_router(sessions.router)
+    app.include_router(oauth.router)
 
     if settings.cors_origins:
         app.add_middleware(

@@ -74,3 +74,47 @@ class ErrorBody(BaseModel):
 
 class JWKS(BaseModel):
     keys: list[dict[str, object]]
+
+
+class SessionOut(BaseModel):
+    id: uuid.UUID
+    created_at: datetime
+    last_used_at: datetime
+    expires_at: datetime = Field(
+        description="When the session ends unless it is refreshed again "
+        "(never past its absolute cap)."
+    )
+    user_agent: str | None
+    ip_address: str | None
+    current: bool = Field(
+        description="Whether this is the session of the access token making the call."
+    )
+
+
+class IntrospectionOut(BaseModel):
+    """RFC 7662: only ``active`` when the token is not live."""
+
+    active: bool
+    sub: str | None = None
+    username: str | None = None
+    exp: int | None = None
+    iat: int | None = None
+    iss: str | None = None
+    aud: str | None = None
+    jti: str | None = None
+    sid: str | None = None
+    token_type: Literal["access_token", "refresh_token"] | None = None
+
+
+class ServerMetadata(BaseModel):
+    """RFC 8414 authorization server metadata."""
+
+    issuer: str
+    jwks_uri: str
+    token_endpoint: str
+    revocation_endpoint: str
+    introspection_endpoint: str
+    grant_types_supported: list[str]
+    token_endpoint_auth_methods_supported: list[str]
+    revocation_endpoint_auth_methods_supported: list[str]
+    introspection_endpoint_auth_methods_supported: list[str]

@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from authsvc.models import AuthSession, RefreshToken, User
@@ -196,5 +196,35 @@ class SessionRepository:
                 AuthSession.expires_at > now,
                 User.disabled_at.is_(None),
             )
+        )
+        return result.scalar_one_or_none()
+
+    async def list_live(
+        self, user_id: uuid.UUID, now: datetime
+    ) -> list[tuple[AuthSession, datetime]]:
+        """The user's sessions that can still be refreshed, newest first, each with the time
+        it ends unless used again (its newest live token's expiry, never past its cap)."""
+        live = (
+            select(RefreshToken.session_id, func.max(RefreshToken.expires_at).label("until"))
+            .where(RefreshToken.consumed_at.is_(None), RefreshToken.expires_at > now)
+            .group_by(RefreshToken.session_id)
+            .subquery()
+        )
+        result = await self._session.execute(
+            select(AuthSession, live.c.until)
+            .join(live, live.c.session_id == AuthSession.id)
+            .where(
+                AuthSession.user_id == user_id,
+                AuthSession.revoked_at.is_(None),
+                AuthSession.expires_at > now,
+            )
+            .order_by(AuthSession.created_at.desc(), AuthSession.id)
+        )
+        return [(row[0], row[1]) for row in result.all()]
+
+    async def owner_of(self, session_id: uuid.UUID) -> uuid.UUID | None:
+        """The user a session belongs to, or ``None`` if there is no such session."""
+        result = await self._session.execute(
+            select(AuthSession.user_id).where(AuthSession.id == session_id)
         )
         return result.scalar_one_or_none()

@@ -165,3 +165,22 @@ def load_signing_key(settings: Settings) -> SigningKey:
     if not path.exists():
         _create_exclusively(path, private_key_pem(generate_private_key(settings.jwt_algorithm)))
     return load_private_key_file(path, settings.jwt_algorithm)
+
+
+def load_previous_keys(settings: Settings) -> list[SigningKey]:
+    """The keys of ``AUTHSVC_JWT_PREVIOUS_KEY_FILES``: they verify, they never sign.
+
+    Rotation: make the new key current (``AUTHSVC_JWT_PRIVATE_KEY_FILE``) and list the old
+    one here. Its public key stays in the JWKS, and tokens it signed (access tokens, and
+    refresh tokens, whose HMAC key derives from it) keep working by ``kid``.
+    """
+    if not settings.jwt_previous_key_files:
+        return []
+    if settings.jwt_algorithm == "HS256":
+        raise KeyConfigError(
+            "AUTHSVC_JWT_PREVIOUS_KEY_FILES holds PEM keys; it is not used with HS256"
+        )
+    return [
+        load_private_key_file(Path(name), settings.jwt_algorithm)
+        for name in settings.jwt_previous_key_files
+    ]

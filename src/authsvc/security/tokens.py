@@ -86,6 +86,11 @@ class TokenCodec:
         self._keys[signing_key.kid] = signing_key
         self._refresh_keys = {kid: _derive_refresh_key(k.secret_material) for kid, k in self._keys.items()}
 
+    @property
+    def refresh_audience(self) -> str:
+        """The ``aud`` of refresh tokens (never the access tokens' audience)."""
+        return self._refresh_audience
+
     # -- access tokens -------------------------------------------------------------------
 
     def issue_access_token(self, *, user_id: str, session_id: str, now: datetime) -> tuple[str, int]:
@@ -144,18 +149,24 @@ class TokenCodec:
     def new_refresh_jti(self) -> str:
         return secrets.token_urlsafe(16)
 
-    def successor_jti(self, consumed_hash: str) -> str:
+    @property
+    def refresh_kids(self) -> list[str]:
+        """Every ``kid`` a refresh token may carry: the current key's first, then previous ones."""
+        return [self.signing_key.kid, *(kid for kid in self._keys if kid != self.signing_key.kid)]
+
+    def successor_jti(self, consumed_hash: str, kid: str | None = None) -> str:
         """The ``jti`` of the token that replaces the one whose hash is ``consumed_hash``.
 
         Only the holder of the refresh key can compute it, and the database holds neither
         the key nor any token, so the stored rows alone do not yield a usable token.
         """
-        key = self._refresh_keys[self.signing_key.kid]
+        key = self._refresh_keys[kid or self.signing_key.kid]
         return b64url(hmac.new(key, b"successor:" + consumed_hash.encode(), hashlib.sha256).digest()[:16])
 
-    def issue_refresh_token(self, claims: RefreshClaims) -> str:
-        """Deterministic: the same claims always give the same token."""
-        kid = self.signing_key.kid
+    def issue_refresh_token(self, claims: RefreshClaims, kid: str | None = None) -> str:
+        """Deterministic: the same claims (and ``kid``; default: the current key's) always
+        give the same token."""
+        kid = kid or self.signing_key.kid
         payload = {
             "iss": self._issuer,
             "sub": claims.sub,

@@ -243,18 +243,30 @@ class AuthService:
         if successor is None:
             return None
         head = SessionHead(state.session_id, state.user_id, state.session_expires_at)
-        claims = self._successor_claims(state.token_hash, consumed_at=state.consumed_at, head=head)
-        token = self._codec.issue_refresh_token(claims)
-        if not hmac.compare_digest(token_hash(token), successor.token_hash):
-            return None
-        return self._pair(state.user_id, state.session_id, token, claims.exp, now)
+        # The successor was signed under whichever key was current then: after a key
+        # rotation (a restart) that may be a previous one.
+        for kid in self._codec.refresh_kids:
+            claims = self._successor_claims(
+                state.token_hash, consumed_at=state.consumed_at, head=head, kid=kid
+            )
+            token = self._codec.issue_refresh_token(claims, kid)
+            if hmac.compare_digest(token_hash(token), successor.token_hash):
+                return self._pair(state.user_id, state.session_id, token, claims.exp, now)
+        return None
 
-    def _successor_claims(self, consumed_hash: str, *, consumed_at: datetime, head: SessionHead) -> RefreshClaims:
+    def _successor_claims(
+        self,
+        consumed_hash: str,
+        *,
+        consumed_at: datetime,
+        head: SessionHead,
+        kid: str | None = None,
+    ) -> RefreshClaims:
         iat = int(consumed_at.timestamp())
         return RefreshClaims(
             sub=str(head.user_id),
             sid=str(head.id),
-            jti=self._codec.successor_jti(consumed_hash),
+            jti=self._codec.successor_jti(consumed_hash, kid),
             iat=iat,
             exp=min(iat + self._settings.refresh_token_ttl_seconds, int(head.expires_at.timestamp())),
         )

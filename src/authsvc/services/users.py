@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from authsvc.repositories.sessions import SessionRepository
 from authsvc.repositories.users import UserRepository
+from authsvc.services.events import AuthEvent, EventSink, EventType, NullSink
 
 
 class UnknownUser(LookupError):
@@ -15,8 +16,9 @@ class UnknownUser(LookupError):
 
 
 class UserAdminService:
-    def __init__(self, db: AsyncSession) -> None:
+    def __init__(self, db: AsyncSession, events: EventSink | None = None) -> None:
         self._db = db
+        self._events = events or NullSink()
         self._users = UserRepository(db)
         self._sessions = SessionRepository(db)
 
@@ -28,11 +30,25 @@ class UserAdminService:
         await self._users.set_disabled(user.id, now)
         revoked = await self._sessions.revoke_all_for_user(user.id, now, "user_disabled")
         await self._db.commit()
+        await self._events.record(
+            AuthEvent(
+                EventType.USER_DISABLED,
+                now,
+                user_id=user.id,
+                username=user.username,
+                detail=f"{revoked} session(s) revoked",
+            )
+        )
         return revoked
 
-    async def enable(self, username: str) -> None:
+    async def enable(self, username: str, now: datetime | None = None) -> None:
+        """Enable the account again (its revoked sessions stay revoked)."""
         user = await self._users.get_by_username(username)
         if user is None:
             raise UnknownUser(username)
         await self._users.set_disabled(user.id, None)
         await self._db.commit()
+        if now is not None:
+            await self._events.record(
+                AuthEvent(EventType.USER_ENABLED, now, user_id=user.id, username=user.username)
+            )

@@ -1,0 +1,167 @@
+"""What other services use: revocation (RFC 7009), introspection (RFC 7662) and the
+authorization server metadata (RFC 8414)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+from typing import Any
+
+from fastapi import APIRouter, Request, Response, status
+from fastapi.responses import JSONResponse
+
+from authsvc.api.bodies import FORM_TYPES
+from authsvc.api.deps import Client, Now, SettingsDep
+from authsvc.api.responses import errors
+from authsvc.api.routes.sessions import SessionServiceDep
+from authsvc.config import Settings
+from authsvc.errors import ErrorCode, InvalidClient, InvalidRequest
+from authsvc.schemas import IntrospectionOut, ServerMetadata
+
+router = APIRouter(tags=["oauth"])
+
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+_TOKEN_PARAMS = {
+    "type": "object",
+    "required": ["token"],
+    "properties": {
+        "token": {"type": "string"},
+        "token_type_hint": {"type": "string", "enum": ["refresh_token", "access_token"]},
+    },
+}
+_TOKEN_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/x-www-form-urlencoded": {"schema": _TOKEN_PARAMS},
+            "application/json": {"schema": _TOKEN_PARAMS},
+        },
+    }
+}
+
+
+async def _token_params(request: Request) -> tuple[str, str | None]:
+    """``token`` and ``token_type_hint`` from a form or JSON; 400 ``invalid_request`` otherwise."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    data: Any
+    if content_type in FORM_TYPES:
+        try:
+            form = await request.form()
+        except (ValueError, KeyError, AssertionError):
+            raise InvalidRequest("The form body could not be parsed.") from None
+        data = {k: v for k, v in form.items() if isinstance(v, str)}
+    else:
+        raw = await request.body()
+        try:
+            data = json.loads(raw) if raw else {}
+        except (ValueError, UnicodeDecodeError):
+            raise InvalidRequest("The body is neither a form nor valid JSON.") from None
+    if not isinstance(data, dict):
+        raise InvalidRequest("The body must be a form or a JSON object.")
+    token, hint = data.get("token"), data.get("token_type_hint")
+    if not isinstance(token, str) or not token:
+        raise InvalidRequest("The `token` parameter is required.")
+    return token, hint if isinstance(hint, str) else None
+
+
+def _digest(value: str) -> bytes:
+    # Compare fixed-length digests, so the comparison's time says nothing about lengths either.
+    return hashlib.sha256(value.encode("utf-8", "surrogatepass")).digest()
+
+
+def authenticate_client(authorization: str | None, settings: Settings) -> str:
+    """The introspection client named by HTTP Basic credentials; ``InvalidClient`` otherwise.
+
+    Every configured client is compared, in constant time, whatever the outcome.
+    """
+    scheme, _, encoded = (authorization or "").partition(" ")
+    if scheme.lower() != "basic" or not encoded.strip():
+        raise InvalidClient()
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):
+        raise InvalidClient() from None
+    client_id, sep, secret = decoded.partition(":")
+    if not sep:
+        raise InvalidClient()
+    given_id, given_secret = _digest(client_id), _digest(secret)
+    matched: str | None = None
+    for entry in settings.introspection_clients:
+        known_id, sep, known_secret = entry.partition(":")
+        id_ok = hmac.compare_digest(given_id, _digest(known_id))
+        secret_ok = hmac.compare_digest(given_secret, _digest(known_secret))
+        if sep and known_secret and id_ok and secret_ok:
+            matched = known_id
+    if matched is None:
+        raise InvalidClient()
+    return matched
+
+
+@router.post(
+    "/revoke",
+    status_code=status.HTTP_200_OK,
+    response_class=Response,
+    summary="Revoke a token (RFC 7009): a refresh or access token ends its session",
+    description="200 with an empty body for any token, also one that is unknown, expired or "
+    "already revoked. `token_type_hint` (`refresh_token` or `access_token`) only sets which "
+    "kind is tried first.",
+    openapi_extra=_TOKEN_BODY,
+    responses={
+        200: {"description": "Revoked, or there was nothing to revoke."},
+        **errors(
+            (400, ErrorCode.INVALID_REQUEST, "no `token` parameter"),
+        ),
+    },
+)
+async def revoke(
+    request: Request, service: SessionServiceDep, client: Client, now: Now
+) -> Response:
+    token, hint = await _token_params(request)
+    await service.revoke_token(token=token, hint=hint, client=client, now=now)
+    return Response(status_code=status.HTTP_200_OK, headers=NO_STORE)
+
+
+@router.post(
+    "/introspect",
+    response_model=IntrospectionOut,
+    response_model_exclude_none=True,
+    summary="Introspect a token (RFC 7662); HTTP Basic as an introspection client",
+    description='`{"active": false}` and nothing else for any token that is not a live access '
+    "or refresh token of an active session.",
+    openapi_extra=_TOKEN_BODY,
+    responses=errors(
+        (401, ErrorCode.INVALID_CLIENT, "missing or wrong HTTP Basic client credentials"),
+        (400, ErrorCode.INVALID_REQUEST, "no `token` parameter"),
+    ),
+)
+async def introspect(
+    request: Request, service: SessionServiceDep, settings: SettingsDep, now: Now
+) -> JSONResponse:
+    authenticate_client(request.headers.get("authorization"), settings)
+    token, _hint = await _token_params(request)
+    result = await service.introspect(token=token, now=now)
+    return JSONResponse(result or {"active": False}, headers=NO_STORE)
+
+
+@router.get(
+    "/.well-known/oauth-authorization-server",
+    response_model=ServerMetadata,
+    summary="Authorization server metadata (RFC 8414)",
+    tags=["discovery"],
+)
+async def metadata(request: Request, settings: SettingsDep) -> ServerMetadata:
+    base = (settings.public_url or str(request.base_url)).rstrip("/")
+    return ServerMetadata(
+        issuer=settings.issuer,
+        jwks_uri=f"{base}/.well-known/jwks.json",
+        token_endpoint=f"{base}/login",
+        revocation_endpoint=f"{base}/revoke",
+        introspection_endpoint=f"{base}/introspect",
+        grant_types_supported=["password", "refresh_token"],
+        token_endpoint_auth_methods_supported=["none"],
+        revocation_endpoint_auth_methods_supported=["none"],
+        introspection_endpoint_auth_methods_supported=["client_secret_basic"],
+    )
