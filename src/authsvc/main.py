@@ -19,6 +19,7 @@ from authsvc.db import make_engine, make_sessionmaker
 from authsvc.security.keys import load_signing_key
 from authsvc.security.passwords import PasswordHasher
 from authsvc.security.tokens import TokenCodec
+from authsvc.services.throttle import build_shared_throttle
 
 DESCRIPTION = """
 Password login that hands out a short-lived JWT **access token** and a rotating
@@ -52,6 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             sessionmaker=make_sessionmaker(engine),
             hasher=hasher,
             codec=TokenCodec(settings, load_signing_key(settings)),
+            throttle=build_shared_throttle(settings),
         )
         try:
             yield
