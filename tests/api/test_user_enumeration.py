@@ -90,6 +90,7 @@ async def test_unknown_user_costs_the_same_time_as_a_wrong_password(
         unknown_median = statistics.median(unknown_times)
         ratio = unknown_median / wrong_median
         print(
-            f"median wrong password {wrong_median * 1000:.1f} ms, unknown user {unknown_median * 1000:.1f} ms, ratio {ratio:.2f}"
+            f"median wrong password {wrong_median * 1000:.1f} ms, "
+            f"unknown user {unknown_median * 1000:.1f} ms, ratio {ratio:.2f}"
         )
         assert 0.6 <= ratio <= 1.6, (wrong_median, unknown_median)
