@@ -456,10 +456,10 @@ async def test_missing_or_non_bearer_credentials(client: AsyncClient, authorizat
 
 @pytest.mark.parametrize("algorithm", ["HS256", "RS256", "EdDSA"])
 async def test_other_configured_algorithms_refuse_cross_algorithm_tokens(
-    make_client: Any, genuine: Genuine, algorithm: str
+    make_client: Any, make_settings: Any, genuine: Genuine, algorithm: str
 ) -> None:
-    # A service configured for another algorithm must not accept an ES256 token, nor a
-    # token whose header claims its algorithm but is signed with the public key.
+    # A service configured for another algorithm must not accept the ES256 service's token,
+    # nor an HS256 token signed with its own public key (PEM, DER or JWK) under its kid.
     overrides: dict[str, Any] = {"jwt_algorithm": algorithm}
     if algorithm == "HS256":
         overrides["jwt_secret"] = "s" * 48
@@ -467,13 +467,20 @@ async def test_other_configured_algorithms_refuse_cross_algorithm_tokens(
         response = await other.get("/me", headers=bearer(genuine.access))
         assert response.status_code == 401
         assert response.json()["error"] == "invalid_token"
-        jwks = (await other.get("/.well-known/jwks.json")).json()["keys"]
-        kid = jwks[0]["kid"] if jwks else genuine.key.kid
-        forged = hs256(
-            {"alg": "HS256", "typ": "at+jwt", "kid": kid},
-            genuine.access_claims,
-            json.dumps(jwks).encode(),
-        )
-        response = await other.get("/me", headers=bearer(forged))
-        assert response.status_code == 401
-        assert response.json()["error"] == "invalid_token"
+        key = load_signing_key(make_settings(**overrides))
+        pair = await login(other, (await register(other))["username"])
+        _, claims = unverified(pair["access_token"])
+        public_forms = [json.dumps(key.public_jwk).encode()]
+        if algorithm != "HS256":
+            for encoding, fmt in [
+                (serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo),
+                (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo),
+                (serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH),
+            ]:
+                public_forms.append(key.verifier.public_bytes(encoding, fmt))
+        for public in public_forms:
+            forged = hs256({"alg": "HS256", "typ": "at+jwt", "kid": key.kid}, claims, public)
+            response = await other.get("/me", headers=bearer(forged))
+            assert response.status_code == 401
+            assert response.json()["error"] == "invalid_token"
+        assert (await other.get("/me", headers=bearer(pair["access_token"]))).status_code == 200
