@@ -70,6 +70,9 @@ def test_throttle_holds_across_two_workers(
                 )
             )
         statuses = [r.status_code for r in burst]
+        print(
+            f"burst of 24 concurrent failures ({store}): {statuses.count(401)} x 401, {statuses.count(429)} x 429"
+        )
         assert set(statuses) <= {401, 429}, statuses
         assert (
             fresh_post(url, "/login", {"username": other, "password": PASSWORD}).status_code == 429
