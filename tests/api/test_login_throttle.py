@@ -17,14 +17,16 @@ from httpx import AsyncClient, Response
 
 from authsvc.security.passwords import PasswordHasher
 from tests.conftest import PASSWORD, ClientFactory, register, unique_username
+from tests.redis_support import REDIS_URL, require_redis
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
 PROXY = "203.0.113.7"
 
 
 @pytest.fixture(params=["database", "redis"])
 def store(request: pytest.FixtureRequest) -> str:
     name: str = request.param
+    if name == "redis":
+        require_redis()
     return name
 
 

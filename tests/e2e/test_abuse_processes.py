@@ -14,10 +14,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from authsvc.security.keys import private_key_pem
 from tests.conftest import PASSWORD, unique_username
 from tests.e2e.processes import FAST_HASH_ENV, free_port, run_cli, serving
+from tests.redis_support import REDIS_URL, require_redis
 
 pytestmark = pytest.mark.slow
-
-REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 def fresh_post(url: str, path: str, body: dict[str, str]) -> httpx.Response:
@@ -36,6 +35,7 @@ def test_throttle_holds_across_two_workers(
         **FAST_HASH_ENV,
     }
     if store == "redis":
+        require_redis()
         env |= {
             "AUTHSVC_REDIS_URL": REDIS_URL,
             "AUTHSVC_REDIS_KEY_PREFIX": f"authsvc-e2e-{uuid.uuid4().hex}",
@@ -71,7 +71,8 @@ def test_throttle_holds_across_two_workers(
             )
         statuses = [r.status_code for r in burst]
         print(
-            f"burst of 24 concurrent failures ({store}): {statuses.count(401)} x 401, {statuses.count(429)} x 429"
+            f"burst of 24 concurrent failures ({store}): "
+            f"{statuses.count(401)} x 401, {statuses.count(429)} x 429"
         )
         assert set(statuses) <= {401, 429}, statuses
         assert (
