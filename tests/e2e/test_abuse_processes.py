@@ -91,14 +91,17 @@ def test_throttle_holds_across_two_workers(
 
 def test_security_headers_on_the_real_server(tmp_path: Path) -> None:
     with serving(tmp_path, env=FAST_HASH_ENV) as url, httpx.Client(timeout=30) as client:
-        for method, path in [
-            ("GET", "/.well-known/jwks.json"),
-            ("GET", "/me"),
-            ("GET", "/no-such-page"),
-            ("POST", "/login"),
-            ("GET", "/openapi.json"),
+        for method, path, content in [
+            ("GET", "/.well-known/jwks.json", None),
+            ("GET", "/me", None),
+            ("GET", "/no-such-page", None),
+            ("POST", "/login", None),
+            ("POST", "/login", b"x" * 70_000),  # 413 from the body-size middleware
+            ("DELETE", "/login", None),  # 405
+            ("GET", "/openapi.json", None),
+            ("GET", "/docs", None),
         ]:
-            response = client.request(method, url + path)
+            response = client.request(method, url + path, content=content)
             assert response.headers.get("x-content-type-options") == "nosniff", path
             assert "server" not in response.headers, (path, response.headers.get("server"))
             assert response.status_code < 500
