@@ -228,3 +228,28 @@ async def test_redis_unreachable_fails_closed(make_client: ClientFactory) -> Non
         )
         assert response.status_code == 503
         assert response.json()["error"] == "service_unavailable"
+
+
+async def test_spoofed_forwarded_for_does_not_escape_the_throttle(
+    make_client: ClientFactory,
+) -> None:
+    # No trusted proxy: X-Forwarded-For is the client's own claim and is ignored.
+    async with make_client(login_max_attempts=3) as client:
+        user = await register(client)
+        for i in range(3):
+            await attempt(client, user["username"], address=f"10.0.0.{i}")
+        assert_throttled(await attempt(client, user["username"], PASSWORD, address="10.9.9.9"), 300)
+
+
+async def test_client_chosen_hops_before_the_proxy_do_not_escape_the_throttle(
+    throttled_client: Callable[..., Any],
+) -> None:
+    # Behind the trusted proxy only the hop it appended (the rightmost) is believed.
+    async with throttled_client(login_max_attempts=3) as client:
+        user = await register(client)
+        for i in range(3):
+            await attempt(client, user["username"], address=f"10.0.0.{i}, 198.51.100.77")
+        blocked = await attempt(
+            client, user["username"], PASSWORD, address="10.9.9.9, 198.51.100.77"
+        )
+        assert_throttled(blocked, 300)
