@@ -1,8 +1,12 @@
 """Schemathesis against the service's own OpenAPI document: every operation, generated
-valid and invalid requests, no 5xx, and every response matches its documented schema."""
+valid and invalid requests, no 5xx, and every response matches its documented schema.
+
+AUTHSVC_TEST_FUZZ_EXAMPLES raises the examples per operation (25 by default, to stay fast).
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +41,7 @@ def fuzzed_app(database_url: str, key_dir: Path) -> FastAPI:
 
 @schema.parametrize()
 @settings(
-    max_examples=25,
+    max_examples=int(os.environ.get("AUTHSVC_TEST_FUZZ_EXAMPLES", "25")),
     deadline=None,
     suppress_health_check=[
         HealthCheck.too_slow,
