@@ -26,7 +26,7 @@ schema = schemathesis.openapi.from_dict(
 )
 
 
-POLICY_422 = {"/register", "/generateTokens", "/refresh"}
+POLICY_422 = {"/register", "/generateTokens", "/refresh", "/logout"}
 
 
 @pytest.fixture(scope="session")
