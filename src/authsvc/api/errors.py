@@ -99,7 +99,9 @@ async def _on_validation_error(_request: Request, exc: Exception) -> JSONRespons
 # What FastAPI raises (as a 400) for a body it cannot even decode, e.g. JSON that is not
 # UTF-8; the contract calls every malformed body a 422 ``validation_error``.
 _UNPARSABLE_BODY = "There was an error parsing the body"
-_UNPARSABLE_BODY_ERRORS = [{"type": "json_invalid", "loc": ["body"], "msg": "The body is not valid JSON."}]
+_UNPARSABLE_BODY_ERRORS = [
+    {"type": "json_invalid", "loc": ["body"], "msg": "The body is not valid JSON."}
+]
 
 
 async def _on_http_exception(_request: Request, exc: Exception) -> JSONResponse:
