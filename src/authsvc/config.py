@@ -83,6 +83,14 @@ class Settings(BaseSettings):
     def _strip_trailing_slash(cls, value: list[str]) -> list[str]:
         return [origin.rstrip("/") for origin in value]
 
+    @field_validator("redis_url", mode="after")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        schemes = ("redis://", "rediss://", "redis+unix://", "valkey://", "valkeys://")
+        if value is not None and not value.removeprefix("async+").startswith(schemes):
+            raise ValueError("must be a redis://, rediss:// or redis+unix:// URL")
+        return value
+
     @model_validator(mode="after")
     def _enforce_safe_keys(self) -> Self:
         secret = self.jwt_secret.get_secret_value().encode() if self.jwt_secret else None

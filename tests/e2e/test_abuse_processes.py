@@ -184,3 +184,15 @@ def test_production_starts_with_safe_settings(tmp_path: Path) -> None:
         assert response.status_code == 200
         assert "secure" in response.headers["set-cookie"].lower()
     assert not (tmp_path / "var").exists()  # no development key was generated
+
+
+def test_malformed_redis_url_is_a_one_line_refusal(tmp_path: Path) -> None:
+    env = {
+        "AUTHSVC_REDIS_URL": "http://127.0.0.1:6379",
+        "AUTHSVC_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/a.db",
+    }
+    result = run_cli(tmp_path, "serve", "--port", str(free_port()), env=env)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "AUTHSVC_REDIS_URL" in lines[0]
