@@ -47,12 +47,18 @@ class Settings(BaseSettings):
     login_max_attempts: int = Field(5, gt=0)
     login_window_seconds: int = Field(300, gt=0)
     login_max_attempts_per_address: int = Field(100, gt=0)
+    # NIST SP 800-63B §5.2.2: at most 100 consecutive failures per account, from all
+    # addresses together; a successful login resets it, else failures age out of this window.
+    login_account_max_failures: int = Field(100, gt=0, le=100)
+    login_account_window_seconds: int = Field(86400, gt=0)
     cors_origins: CommaList = []
     cookie_secure: bool = True
     password_min_length: int = Field(12, ge=1, le=128)
     introspection_clients: CommaList = []
     public_url: str | None = None
     redis_url: str | None = None
+    # Prefix of every Redis key (instances sharing a Redis for different services differ).
+    redis_key_prefix: str = "authsvc"
     trusted_proxies: CommaList = []
     # Seconds between background purges of records nobody needs any more; 0 disables them.
     purge_interval_seconds: float = Field(3600, ge=0)
@@ -88,6 +94,14 @@ class Settings(BaseSettings):
     @classmethod
     def _strip_trailing_slash(cls, value: list[str]) -> list[str]:
         return [origin.rstrip("/") for origin in value]
+
+    @field_validator("redis_url", mode="after")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        schemes = ("redis://", "rediss://", "redis+unix://", "valkey://", "valkeys://")
+        if value is not None and not value.removeprefix("async+").startswith(schemes):
+            raise ValueError("must be a redis://, rediss:// or redis+unix:// URL")
+        return value
 
     @model_validator(mode="after")
     def _enforce_safe_keys(self) -> Self:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
@@ -63,6 +64,37 @@ def _ensure_sqlite_directory(url: str) -> None:
         Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
 
 
+class _HideRows(logging.Filter):
+    """Blank the result rows SQLAlchemy logs at DEBUG: they hold password and token hashes.
+
+    ``hide_parameters`` covers bound parameters only; this covers what comes back.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and record.msg.startswith("Row "):
+            record.msg, record.args = "Row [hidden]", ()
+        return True
+
+
+class _HideDriverCalls(logging.Filter):
+    """aiosqlite logs each call with its arguments (statement parameters) at DEBUG."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno <= logging.DEBUG and record.args:
+            record.args = (
+                tuple("[hidden]" for _ in record.args) if isinstance(record.args, tuple) else ()
+            )
+        return True
+
+
+def hide_logged_rows() -> None:
+    """Keep stored secrets out of database DEBUG logs, whoever turns them on (once)."""
+    for name, kind in (("sqlalchemy.engine.Engine", _HideRows), ("aiosqlite", _HideDriverCalls)):
+        target = logging.getLogger(name)
+        if not any(isinstance(f, kind) for f in target.filters):
+            target.addFilter(kind())
+
+
 def make_engine(settings: Settings, **overrides: Any) -> AsyncEngine:
     """Build the async engine for ``settings.database_url`` with the service's timeouts.
 
@@ -72,6 +104,7 @@ def make_engine(settings: Settings, **overrides: Any) -> AsyncEngine:
     database from hanging requests.
     """
     url = settings.database_url
+    hide_logged_rows()
     if is_sqlite(url):
         _ensure_sqlite_directory(url)
         engine = create_async_engine(

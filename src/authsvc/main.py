@@ -21,6 +21,7 @@ from authsvc.security.passwords import PasswordHasher
 from authsvc.security.tokens import TokenCodec
 from authsvc.services.audit import BufferedEventSink
 from authsvc.services.purge import start_background_purge, stop_background_purge
+from authsvc.services.throttle import build_shared_throttle
 
 DESCRIPTION = """
 Password login that hands out a short-lived JWT **access token** and a rotating
@@ -57,6 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             hasher=hasher,
             codec=TokenCodec(settings, load_signing_key(settings), load_previous_keys(settings)),
             events=audit,
+            throttle=build_shared_throttle(settings),
         )
         audit.start()
         purger = start_background_purge(settings, sessionmaker)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Uuid
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, Uuid, true
 from sqlalchemy.orm import Mapped, mapped_column
 
 from authsvc.db import Base, UTCDateTime
@@ -61,19 +61,23 @@ class RefreshToken(Base):
 
 
 class LoginFailure(Base):
-    """A failed login, for the throttle (kept for the throttle window only)."""
+    """A failed login, for the throttle (kept while any throttle window can still count it)."""
 
     __tablename__ = "login_failures"
     __table_args__ = (
         Index("ix_login_failures_username_ip_address_at", "username", "ip_address", "attempted_at"),
         Index("ix_login_failures_ip_address_at", "ip_address", "attempted_at"),
         Index("ix_login_failures_username_at", "username", "attempted_at"),
+        Index("ix_login_failures_attempted_at", "attempted_at"),
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
     username: Mapped[str] = mapped_column(String(64))
     ip_address: Mapped[str] = mapped_column(String(64))
     attempted_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Still counts toward the account's consecutive-failure cap; a successful login clears it
+    # for every row of the username (the per-address windows are unaffected).
+    counts_for_account: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
 
 
 class AuditEvent(Base):

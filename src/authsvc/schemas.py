@@ -72,6 +72,22 @@ class ErrorBody(BaseModel):
     detail: str
 
 
+class ValidationIssue(BaseModel):
+    """One entry of FastAPI's validation error list (never with the offending input)."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str
+    loc: list[str | int]
+    msg: str
+
+
+class ValidationErrorBody(BaseModel):
+    """A 422: ``validation_error`` with FastAPI's list, or a policy error with a sentence."""
+
+    error: str
+    detail: str | list[ValidationIssue]
+
+
 class JWKS(BaseModel):
     keys: list[dict[str, object]]
 

@@ -10,6 +10,7 @@ from authsvc.config import Settings
 from authsvc.security.passwords import PasswordHasher
 from authsvc.security.tokens import TokenCodec
 from authsvc.services.events import EventSink, NullSink
+from authsvc.services.throttle import LoginThrottle
 
 
 @dataclass
@@ -20,3 +21,5 @@ class AppContext:
     hasher: PasswordHasher
     codec: TokenCodec
     events: EventSink = field(default_factory=NullSink)
+    # Shared by all requests (Redis); None: each request counts in the database.
+    throttle: LoginThrottle | None = None

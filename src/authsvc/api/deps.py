@@ -40,7 +40,10 @@ DbSession = Annotated[AsyncSession, Depends(get_db)]
 
 
 def get_auth_service(ctx: ContextDep, db: DbSession) -> AuthService:
-    return AuthService(db, settings=ctx.settings, hasher=ctx.hasher, codec=ctx.codec, events=ctx.events)
+    return AuthService(
+        db, settings=ctx.settings, hasher=ctx.hasher, codec=ctx.codec, events=ctx.events,
+        throttle=ctx.throttle,
+    )
 
 
 AuthServiceDep = Annotated[AuthService, Depends(get_auth_service)]

@@ -96,8 +96,18 @@ async def _on_validation_error(_request: Request, exc: Exception) -> JSONRespons
     return error_response(ErrorCode.VALIDATION_ERROR, _safe_validation_errors(exc.errors()), 422)
 
 
+# What FastAPI raises (as a 400) for a body it cannot even decode, e.g. JSON that is not
+# UTF-8; the contract calls every malformed body a 422 ``validation_error``.
+_UNPARSABLE_BODY = "There was an error parsing the body"
+_UNPARSABLE_BODY_ERRORS = [
+    {"type": "json_invalid", "loc": ["body"], "msg": "The body is not valid JSON."}
+]
+
+
 async def _on_http_exception(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400 and exc.detail == _UNPARSABLE_BODY:
+        return error_response(ErrorCode.VALIDATION_ERROR, _UNPARSABLE_BODY_ERRORS, 422)
     code = _HTTP_CODES.get(exc.status_code, "http_error")
     return error_response(code, str(exc.detail), exc.status_code, dict(exc.headers or {}))
 

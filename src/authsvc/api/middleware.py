@@ -78,6 +78,8 @@ class BodySizeLimitMiddleware:
                     (b"content-type", b"application/json"),
                     (b"content-length", str(len(body)).encode()),
                     (b"connection", b"close"),
+                    # This middleware is outermost, so the security headers are added here.
+                    *SecurityHeadersMiddleware.HEADERS,
                 ],
             }
         )

@@ -5,14 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from authsvc.errors import ErrorCode
-from authsvc.schemas import ErrorBody
+from authsvc.schemas import ErrorBody, ValidationErrorBody
 
 
 def errors(*codes: tuple[int, ErrorCode | str, str]) -> dict[int | str, dict[str, Any]]:
     """``responses=`` for the docs: each status with the error codes it can carry."""
     out: dict[int | str, dict[str, Any]] = {}
     for status_code, code, text in codes:
-        entry = out.setdefault(status_code, {"model": ErrorBody, "description": ""})
+        model = ValidationErrorBody if status_code == 422 else ErrorBody
+        entry = out.setdefault(status_code, {"model": model, "description": ""})
         entry["description"] = " · ".join(filter(None, [entry["description"], f"`{code}`: {text}"]))
     return out
 

@@ -24,6 +24,7 @@ from authsvc.errors import (
     RefreshTokenReused,
     RefreshTokenRevoked,
     RegistrationDisabled,
+    TooManyAttempts,
     UsernameTaken,
 )
 from authsvc.models import User
@@ -33,6 +34,7 @@ from authsvc.security.password_policy import check_password
 from authsvc.security.passwords import PasswordHasher
 from authsvc.security.tokens import AccessClaims, RefreshClaims, TokenCodec, token_hash
 from authsvc.services.events import AuthEvent, EventSink, EventType, NullSink
+from authsvc.services.throttle import DatabaseThrottle, LoginThrottle, ThrottleLimits
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,8 +62,10 @@ class AuthService:
         hasher: PasswordHasher,
         codec: TokenCodec,
         events: EventSink | None = None,
+        throttle: LoginThrottle | None = None,
     ) -> None:
         self._db = db
+        self._throttle = throttle or DatabaseThrottle(db, ThrottleLimits.from_settings(settings))
         self._events = events or NullSink()
         self._settings = settings
         self._hasher = hasher
@@ -96,22 +100,31 @@ class AuthService:
     ) -> IssuedTokens:
         """Check the password and start a session with its first refresh token."""
         username = username.lower()
+        event = AuthEvent(
+            EventType.LOGIN_FAILED, now, username=username,
+            ip_address=client.ip_address, user_agent=client.user_agent,
+        )
+        # Before any hashing: a throttled attempt costs no argon2, whatever its password.
+        try:
+            await self._throttle.check(username, client.ip_address, now)
+        except TooManyAttempts:
+            await self._db.rollback()
+            await self._events.record(replace(event, type=EventType.LOGIN_THROTTLED))
+            raise
         user = await self._users.get_by_username(username)
         found = (user.id, user.password_hash, user.disabled_at) if user else None
         # End the read transaction before hashing: no connection (or SQLite write lock) is
         # held for the tens of milliseconds argon2 takes.
         await self._db.rollback()
-        event = AuthEvent(
-            EventType.LOGIN_FAILED, now, username=username,
-            ip_address=client.ip_address, user_agent=client.user_agent,
-        )
         if found is None:
             await self._hasher.dummy_verify(password)
+            await self._throttle.record_failure(username, client.ip_address, now)
             await self._events.record(replace(event, detail="unknown_user"))
             raise InvalidCredentials()
         user_id, stored_hash, disabled_at = found
         valid, new_hash = await self._hasher.verify_and_update(password, stored_hash)
         if not valid:
+            await self._throttle.record_failure(username, client.ip_address, now)
             await self._events.record(replace(event, user_id=user_id, detail="wrong_password"))
             raise InvalidCredentials()
         if disabled_at is not None:
@@ -119,6 +132,7 @@ class AuthService:
             raise AccountDisabled()
         if new_hash is not None:
             await self._users.set_password_hash(user_id, new_hash)
+        await self._throttle.record_success(username, client.ip_address, now)
         tokens = await self._start_session(user_id, client, now)
         await self._db.commit()
         await self._events.record(

@@ -74,6 +74,7 @@ async def register(body: RegisterRequest, service: AuthServiceDep, now: Now) -> 
         (401, ErrorCode.INVALID_CREDENTIALS, "unknown user or wrong password"),
         (403, ErrorCode.ACCOUNT_DISABLED, "the account is disabled"),
         (429, ErrorCode.TOO_MANY_ATTEMPTS, "too many failed logins; see Retry-After"),
+        (503, ErrorCode.SERVICE_UNAVAILABLE, "the database or the throttle's Redis is unreachable"),
         (422, ErrorCode.VALIDATION_ERROR, "malformed body"),
     ),
 )

@@ -28,8 +28,10 @@ _TOKEN_PARAMS = {
     "type": "object",
     "required": ["token"],
     "properties": {
-        "token": {"type": "string"},
-        "token_type_hint": {"type": "string", "enum": ["refresh_token", "access_token"]},
+        "token": {"type": "string", "minLength": 1},
+        "token_type_hint": {
+            "description": "`refresh_token` or `access_token`; anything else is ignored (RFC 7009)"
+        },
     },
 }
 _TOKEN_BODY = {
