@@ -107,7 +107,9 @@ async def _session_state(engine: AsyncEngine, session_id: uuid.UUID) -> tuple[An
         ).scalar_one()
         total = (
             await conn.execute(
-                select(func.count()).select_from(RefreshToken).where(RefreshToken.session_id == session_id)
+                select(func.count())
+                .select_from(RefreshToken)
+                .where(RefreshToken.session_id == session_id)
             )
         ).scalar_one()
         successors = (
