@@ -94,7 +94,9 @@ class Server:
 
     def stopped_cleanly(self) -> bool:
         """Shut down gracefully: uvicorn finishes, then re-raises SIGTERM (exit -15) or exits 0."""
-        return self.returncode in (0, -signal.SIGTERM) and "Finished server process" in self.output()
+        return (
+            self.returncode in (0, -signal.SIGTERM) and "Finished server process" in self.output()
+        )
 
 
 def start_server(

@@ -23,7 +23,9 @@ PRIVATE_JWK_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "k", "oth"}
 
 def header_of(token: str) -> dict[str, Any]:
     segment = token.split(".")[0]
-    decoded: dict[str, Any] = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+    decoded: dict[str, Any] = json.loads(
+        base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    )
     return decoded
 
 
@@ -31,7 +33,9 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def register_and_login(http: httpx.Client, username: str | None = None) -> tuple[str, dict[str, Any]]:
+def register_and_login(
+    http: httpx.Client, username: str | None = None
+) -> tuple[str, dict[str, Any]]:
     username = username or unique_username()
     registered = http.post("/register", json={"username": username, "password": PASSWORD})
     assert registered.status_code == 201, registered.text
