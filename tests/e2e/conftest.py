@@ -203,6 +203,13 @@ def run_cli(
 
 
 @pytest.fixture
+def server_database_url(database_url: str, clean_db: object) -> str:
+    """The test database of the ``backend`` param (migrated, emptied after the test), for a
+    server's ``AUTHSVC_DATABASE_URL``; the ``db_engine`` fixture reads the same database."""
+    return database_url
+
+
+@pytest.fixture
 def postgres_url(backend: str, database_url: str, clean_db: object) -> str:
     """The test PostgreSQL database (migrated, emptied after the test) for server processes.
 
