@@ -80,6 +80,26 @@ class Server:
     def alive(self) -> bool:
         return self.process.poll() is None
 
+    def wait_ready(self, timeout: float = READY_TIMEOUT_SECONDS) -> None:
+        """Poll ``GET /.well-known/jwks.json`` until 200; fail the test if it exits or hangs."""
+        deadline = time.monotonic() + timeout
+        with httpx.Client(timeout=2.0) as client:
+            while True:
+                if self.process.poll() is not None:
+                    pytest.fail(
+                        f"authsvc serve exited with {self.process.returncode} before it was"
+                        f" ready:\n{self.output()}"
+                    )
+                try:
+                    if client.get(self.url + READY_PATH).status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    self.stop()
+                    pytest.fail(f"authsvc serve not ready after {timeout}s:\n{self.output()}")
+                time.sleep(0.1)
+
     def stop(self, timeout: float = STOP_TIMEOUT_SECONDS) -> int:
         """SIGTERM (uvicorn's graceful shutdown), then SIGKILL if it hangs; the exit code."""
         if self.process.poll() is None:
@@ -107,11 +127,13 @@ def start_server(
     host: str = "127.0.0.1",
     port: int | None = None,
     ready_timeout: float = READY_TIMEOUT_SECONDS,
+    wait: bool = True,
 ) -> Server:
     """Start ``authsvc serve --host HOST --port PORT *args`` in ``cwd`` with a clean env.
 
-    Returns once ``GET /.well-known/jwks.json`` answers 200. If the process exits or never
-    gets ready, it is stopped and the test fails with its output.
+    Returns once ``GET /.well-known/jwks.json`` answers 200 (``wait=False``: at once; call
+    ``server.wait_ready()`` later, e.g. to start several at the same moment). If the process
+    exits or never gets ready, it is stopped and the test fails with its output.
     """
     cwd.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
@@ -127,23 +149,9 @@ def start_server(
             stderr=subprocess.STDOUT,
         )
     server = Server(process, f"http://{host}:{port}", port, cwd, log_path)
-    deadline = time.monotonic() + ready_timeout
-    with httpx.Client(timeout=2.0) as client:
-        while True:
-            if process.poll() is not None:
-                pytest.fail(
-                    f"authsvc serve exited with {process.returncode} before it was ready:\n"
-                    f"{server.output()}"
-                )
-            try:
-                if client.get(server.url + READY_PATH).status_code == 200:
-                    return server
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                server.stop()
-                pytest.fail(f"authsvc serve not ready after {ready_timeout}s:\n{server.output()}")
-            time.sleep(0.1)
+    if wait:
+        server.wait_ready(ready_timeout)
+    return server
 
 
 class ServerFactory(Protocol):
@@ -154,6 +162,7 @@ class ServerFactory(Protocol):
         args: Sequence[str] = (),
         cwd: Path | None = None,
         ready_timeout: float = READY_TIMEOUT_SECONDS,
+        wait: bool = True,
     ) -> Server: ...
 
 
@@ -168,8 +177,11 @@ def run_server(tmp_path: Path) -> Iterator[ServerFactory]:
         args: Sequence[str] = (),
         cwd: Path | None = None,
         ready_timeout: float = READY_TIMEOUT_SECONDS,
+        wait: bool = True,
     ) -> Server:
-        server = start_server(cwd or tmp_path, env=env, args=args, ready_timeout=ready_timeout)
+        server = start_server(
+            cwd or tmp_path, env=env, args=args, ready_timeout=ready_timeout, wait=wait
+        )
         servers.append(server)
         return server
 

@@ -78,11 +78,40 @@ def test_serve_with_no_configuration_generates_and_reuses_its_key(
     assert "Traceback" not in server.output() + again.output()
 
 
+def test_instances_starting_together_on_a_fresh_directory_share_one_key(
+    run_server: ServerFactory, tmp_path: Path
+) -> None:
+    # Three at once on nothing: one schema migration wins, the others wait for it; one key
+    # file is created and every instance signs with it.
+    servers = [run_server(env={}, wait=False) for _ in range(3)]
+    for server in servers:
+        server.wait_ready()
+    assert len(list((tmp_path / "var").glob("jwt-*"))) == 1
+    kids = set()
+    username = unique_username()
+    with httpx.Client(timeout=30) as http:
+        for i, server in enumerate(servers):
+            kids |= {
+                k["kid"] for k in http.get(f"{server.url}/.well-known/jwks.json").json()["keys"]
+            }
+            if i == 0:
+                body = {"username": username, "password": PASSWORD}
+                assert http.post(f"{server.url}/register", json=body).status_code == 201
+            # One database: the user registered on the first instance logs in on each.
+            login = http.post(
+                f"{server.url}/login", json={"username": username, "password": PASSWORD}
+            )
+            assert login.status_code == 200, login.text
+    assert len(kids) == 1
+
+
 def test_seed_flow_over_real_http(run_server: ServerFactory, tmp_path: Path) -> None:
     """Register, login, /me, refresh, reuse 403; then, with 1 s access tokens, expiry 401."""
     server = run_server(env={})
+    issued: list[str] = []
     with httpx.Client(base_url=server.url, timeout=30) as http:
         username, pair = register_and_login(http)
+        issued += [pair["access_token"], pair["refresh_token"]]
         me = http.get("/me", headers=bearer(pair["access_token"]))
         assert me.status_code == 200
         assert me.json()["username"] == username
@@ -91,6 +120,7 @@ def test_seed_flow_over_real_http(run_server: ServerFactory, tmp_path: Path) -> 
         assert rotated.status_code == 200, rotated.text
         assert rotated.headers["cache-control"] == "no-store"
         new = rotated.json()
+        issued += [new["access_token"], new["refresh_token"]]
         assert new["refresh_token"] != pair["refresh_token"]
         assert http.get("/me", headers=bearer(new["access_token"])).status_code == 200
 
@@ -109,6 +139,7 @@ def test_seed_flow_over_real_http(run_server: ServerFactory, tmp_path: Path) -> 
         logged_in = http.post("/login", json={"username": username, "password": PASSWORD})
         assert logged_in.status_code == 200
         pair = logged_in.json()
+        issued += [pair["access_token"], pair["refresh_token"]]
         assert pair["expires_in"] <= 1
         time.sleep(2.2)
         expired = http.get("/me", headers=bearer(pair["access_token"]))
@@ -121,7 +152,12 @@ def test_seed_flow_over_real_http(run_server: ServerFactory, tmp_path: Path) -> 
         reused = http.post("/refresh", json={"refresh_token": pair["refresh_token"]})
         assert reused.status_code == 403
         assert reused.json()["error"] == "refresh_token_reused"
-    assert "Traceback" not in server.output() + short.output()
+    short.stop()
+    logs = server.output() + short.output()
+    assert "Traceback" not in logs
+    # No secret reaches the log (API.md): neither the password nor any token.
+    secrets_seen = [PASSWORD, *issued]
+    assert not [s for s in secrets_seen if s in logs]
 
 
 @pytest.mark.parametrize("algorithm", ["EdDSA", "RS256", "HS256"])
