@@ -226,3 +226,25 @@ def test_python_dash_m_help(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     for command in ("serve", "migrate", "create-user"):
         assert command in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"AUTHSVC_DATABASE_URL": "postgresql+asyncpg://postgres@127.0.0.1:1/x"}, "migration"),
+        ({"AUTHSVC_JWT_PRIVATE_KEY_FILE": "garbage.pem"}, "garbage.pem"),
+        ({"AUTHSVC_JWT_PRIVATE_KEY_FILE": "missing.pem"}, "missing.pem"),
+        ({"AUTHSVC_ACCESS_TOKEN_TTL_SECONDS": "soon"}, "AUTHSVC_ACCESS_TOKEN_TTL_SECONDS"),
+        ({"AUTHSVC_JWT_ALGORITHM": "HS512"}, "AUTHSVC_JWT_ALGORITHM"),
+    ],
+    ids=["database-unreachable", "key-not-pem", "key-missing", "ttl-not-a-number", "bad-alg"],
+)
+def test_serve_refuses_bad_configuration_in_one_line(
+    tmp_path: Path, env: dict[str, str], expected: str
+) -> None:
+    (tmp_path / "garbage.pem").write_text("not a key\n")
+    result = run_cli(tmp_path, "serve", "--port", str(free_port()), env=env, timeout=60)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert expected in lines[0]
