@@ -63,3 +63,31 @@ def test_create_user_twice_is_refused_in_one_line(tmp_path: Path) -> None:
     lines = again.stderr.strip().splitlines()
     assert len(lines) == 1, again.stderr
     assert "already" in lines[0]
+
+
+def test_authsvc_alone_shows_the_usage_not_an_error(tmp_path: Path) -> None:
+    result = run_cli(tmp_path)
+    assert result.stderr.startswith("Usage: authsvc")
+    assert "error" not in result.stderr.splitlines()[0]
+    for command in ("serve", "migrate", "create-user"):
+        assert command in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["nosuch"], "No such command"),
+        (["serve", "--workers", "0"], "--workers"),
+        (["serve", "--port", "70000"], "--port"),
+        (["create-user"], "USERNAME"),
+        (["disable-user", "nobody_here"], "no such user"),
+    ],
+    ids=["unknown-command", "workers-0", "port-out-of-range", "no-username", "unknown-user"],
+)
+def test_bad_command_lines_get_one_line(tmp_path: Path, args: list[str], expected: str) -> None:
+    result = run_cli(tmp_path, *args)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("authsvc: error: ")
+    assert expected in lines[0]
