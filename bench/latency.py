@@ -13,7 +13,10 @@ sequentially and with 4 and 32 concurrent clients, measures:
                    RETURNING`` + ``INSERT`` + commit in one transaction (asyncpg on PostgreSQL,
                    sqlite3 with ``BEGIN IMMEDIATE`` on SQLite), same concurrency;
                    http: ``GET /.well-known/jwks.json`` on the same server and client (the HTTP
-                   round trip with no work behind it).
+                   round trip with no work behind it);
+- jwks@50/s        GETs of the JWKS at a fixed 50/s, timed from their scheduled start, while 32
+                   clients log in, against the same idle (BENCH.md's W4: does hashing stall
+                   the event loop?).
 
 Usage (from the repository root):
     .venv/bin/python bench/latency.py                      # SQLite only
@@ -238,6 +241,34 @@ async def bench_jwks(url: str, clients: int) -> Run:
         return await timed_clients(clients, REFRESHES_PER_CLIENT[clients], make_op)
 
 
+async def paced_gets(url: str, count: int, rate: float) -> Run:
+    """``count`` GETs of the JWKS at a fixed rate, each timed from its *scheduled* start, so a
+    stalled server shows up in full (no coordinated omission)."""
+    async with http_client(url, 8) as http:
+        await http.get("/.well-known/jwks.json")
+        t0 = time.perf_counter()
+        latencies: list[float] = []
+
+        async def one(scheduled: float) -> None:
+            await asyncio.sleep(max(0.0, scheduled - time.perf_counter()))
+            response = await http.get("/.well-known/jwks.json")
+            assert response.status_code == 200
+            latencies.append(time.perf_counter() - scheduled)
+
+        await asyncio.gather(*(one(t0 + i / rate) for i in range(count)))
+        return latencies, time.perf_counter() - t0
+
+
+async def bench_stall(url: str) -> tuple[Run, Run]:
+    """JWKS GETs at 50/s, first idle, then while 32 clients log in (does hashing stall?)."""
+    idle = await paced_gets(url, 100, 50.0)
+    logins = asyncio.create_task(bench_login(url, 32))
+    await asyncio.sleep(0.2)
+    during = await paced_gets(url, 100, 50.0)
+    await logins
+    return during, idle
+
+
 # --- floors -----------------------------------------------------------------------------
 
 
@@ -441,9 +472,19 @@ async def measure_backend(
                 # Coroutines only start when awaited: the order below is the order run.
                 for name, run in pairs if round_ % 2 == 0 else reversed(pairs):
                     record(name, clients, await run)
+            during, idle = await bench_stall(server.url)
+            record("stall", 1, during)
+            record("idle", 1, idle)
             print(f"  {backend}: round {round_ + 1}/{rounds} done", file=sys.stderr, flush=True)
-    finally:
+    except BaseException:
         server.stop()
+        log = (cwd / "serve.log").read_text(errors="replace").splitlines()
+        unusual = [line for line in log if " 200 OK" not in line and " 201 " not in line]
+        print(
+            "\n".join(["--- serve.log, lines other than 200/201:", *unusual[-40:]]), file=sys.stderr
+        )
+        raise
+    server.stop()
 
     def med(name: str, clients: int) -> tuple[float, float, float]:
         values = figures[(name, clients)]
@@ -490,12 +531,13 @@ async def measure_backend(
                 *med("jwks", clients),
             )
         )
+    rows.append(Row(backend, "jwks@50/s", 1, 100, *med("stall", 1), "same, idle", *med("idle", 1)))
     print_rows(rows)
     return rows
 
 
 HEADER = (
-    f"{'backend':<10} {'op':<7} {'clients':>7} {'n':>4} {'median':>7} {'p95':>7} {'/s':>6}"
+    f"{'backend':<10} {'op':<9} {'clients':>7} {'n':>4} {'median':>7} {'p95':>7} {'/s':>6}"
     f"  {'floor':<13} {'median':>7} {'p95':>7} {'/s':>6}  {'x med':>6} {'x p95':>6} {'x /s':>6}"
 )
 
@@ -503,7 +545,7 @@ HEADER = (
 def print_rows(rows: list[Row]) -> None:
     for r in rows:
         print(
-            f"{r.backend:<10} {r.operation:<7} {r.clients:>7} {r.samples:>4} {r.median_ms:>7.1f}"
+            f"{r.backend:<10} {r.operation:<9} {r.clients:>7} {r.samples:>4} {r.median_ms:>7.1f}"
             f" {r.p95_ms:>7.1f} {r.per_second:>6.0f}  {r.floor:<13} {r.floor_median_ms:>7.2f}"
             f" {r.floor_p95_ms:>7.2f} {r.floor_per_second:>6.0f}  {r.ratio_median:>6.1f}"
             f" {r.ratio_p95:>6.1f} {r.per_second / r.floor_per_second:>6.2f}",
