@@ -23,26 +23,29 @@ N = 40
 WORKERS = "4"
 
 
-async def _login(http: httpx.AsyncClient) -> dict[str, str]:
+async def _login(http: httpx.AsyncClient, url: str) -> dict[str, str]:
     username = unique_username("racer")
     body = {"username": username, "password": PASSWORD}
-    assert (await http.post("/register", json=body)).status_code == 201
-    response = await http.post("/login", json=body)
+    assert (await http.post(f"{url}/register", json=body)).status_code == 201
+    response = await http.post(f"{url}/login", json=body)
     assert response.status_code == 200, response.text
     pair: dict[str, str] = response.json()
     return pair
 
 
-async def _race(url: str) -> tuple[list[httpx.Response], dict[str, str]]:
+async def _race(*urls: str) -> tuple[list[httpx.Response], dict[str, str]]:
+    """Log in on the first server, then send N refreshes of that token at once, spread
+    round-robin over ``urls`` (several instances sharing one database and key)."""
     limits = httpx.Limits(max_connections=N + 10, max_keepalive_connections=N + 10)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as http:
-        pair = await _login(http)
+    async with httpx.AsyncClient(limits=limits, timeout=60) as http:
+        pair = await _login(http, urls[0])
+        targets = [urls[i % len(urls)] for i in range(N)]
         # Open N connections first (spread over the workers by the kernel), so the N
         # refreshes leave at once instead of waiting on connects.
-        warm = await asyncio.gather(*(http.get("/.well-known/jwks.json") for _ in range(N)))
+        warm = await asyncio.gather(*(http.get(f"{u}/.well-known/jwks.json") for u in targets))
         assert {r.status_code for r in warm} == {200}
         body = {"refresh_token": pair["refresh_token"]}
-        responses = await asyncio.gather(*(http.post("/refresh", json=body) for _ in range(N)))
+        responses = await asyncio.gather(*(http.post(f"{u}/refresh", json=body) for u in targets))
     return list(responses), pair
 
 
@@ -115,3 +118,24 @@ async def test_forty_concurrent_refreshes_within_grace_get_one_successor(
         assert rotated.status_code == 200, rotated.text
     server.stop()
     assert "Traceback" not in server.output()
+
+
+async def test_forty_concurrent_refreshes_across_two_instances_give_one_200(
+    run_server: ServerFactory, server_database_url: str, db_engine: AsyncEngine
+) -> None:
+    # Two instances (same directory: same signing key) on one database, two workers each.
+    env = {"AUTHSVC_DATABASE_URL": server_database_url}
+    servers = [run_server(env=env, args=["--workers", "2"]) for _ in range(2)]
+
+    responses, pair = await _race(*(server.url for server in servers))
+
+    statuses = Counter(r.status_code for r in responses)
+    assert statuses == {200: 1, 403: N - 1}, (statuses, [r.text for r in responses][:5])
+    errors = Counter(r.json()["error"] for r in responses if r.status_code == 403)
+    assert errors == {"refresh_token_reused": N - 1}
+    revoked, successors = await _chain(db_engine, _session_id(pair["access_token"]))
+    assert revoked
+    assert successors == 1
+    for server in servers:
+        server.stop()
+        assert "Traceback" not in server.output()
