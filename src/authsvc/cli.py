@@ -288,6 +288,10 @@ def main() -> None:
     except click.exceptions.Abort:
         print("authsvc: aborted", file=sys.stderr)
         sys.exit(130)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        # Plain `authsvc`: show the usage, which is no error message.
+        print(exc.format_message(), file=sys.stderr)
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:
         print(f"authsvc: error: {exc.format_message()}", file=sys.stderr)
         sys.exit(exc.exit_code)
