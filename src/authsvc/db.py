@@ -161,7 +161,22 @@ def install_sqlite_hooks(engine: AsyncEngine, *, busy_timeout_ms: int = 5000) ->
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Writers take the lock up front (a read that later writes cannot fail half way);
+        # a transaction marked read-only does not, so readers never queue behind writers.
+        read_only = conn.get_execution_options().get(READ_ONLY)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
+READ_ONLY = "authsvc_read_only"
+
+
+async def begin_read_only(session: AsyncSession) -> None:
+    """Start ``session``'s next transaction as a read-only one (a deferred BEGIN on SQLite).
+
+    Call it before the transaction's first statement; the transaction must not write.
+    """
+    if not session.in_transaction():
+        await session.connection(execution_options={READ_ONLY: True})
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from authsvc.config import Settings
+from authsvc.db import begin_read_only
 from authsvc.errors import (
     AccountDisabled,
     InvalidCredentials,
@@ -105,6 +106,7 @@ class AuthService:
             ip_address=client.ip_address, user_agent=client.user_agent,
         )
         # Before any hashing: a throttled attempt costs no argon2, whatever its password.
+        await begin_read_only(self._db)
         try:
             await self._throttle.check(username, client.ip_address, now)
         except TooManyAttempts:
@@ -307,6 +309,7 @@ class AuthService:
             user_id, session_id = uuid.UUID(claims.sub), uuid.UUID(claims.sid)
         except ValueError:
             raise InvalidToken() from None
+        await begin_read_only(self._db)
         user = await self._sessions.active_user(session_id=session_id, user_id=user_id, now=now)
         if user is None:
             raise InvalidToken()
