@@ -60,10 +60,14 @@ class Server:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-            raise AssertionError(f"server did not stop within {timeout}s:\n{self.log()[-3000:]}") from None
+            raise AssertionError(
+                f"server did not stop within {timeout}s:\n{self.log()[-3000:]}"
+            ) from None
 
 
-def server_env(database_url: str, data_dir: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+def server_env(
+    database_url: str, data_dir: Path, extra: Mapping[str, str] | None = None
+) -> dict[str, str]:
     # The parent's AUTHSVC_* (and a stray PROMETHEUS_MULTIPROC_DIR) must not leak in.
     env = {
         k: v
@@ -92,7 +96,16 @@ def start_server(
     log_path = cwd / f"serve-{port}.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "authsvc", "serve", "--port", str(port), "--workers", str(workers)],
+            [
+                sys.executable,
+                "-m",
+                "authsvc",
+                "serve",
+                "--port",
+                str(port),
+                "--workers",
+                str(workers),
+            ],
             cwd=cwd,
             env=dict(env),
             stdout=log,
@@ -102,7 +115,9 @@ def start_server(
     deadline = time.monotonic() + ready_timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(f"authsvc serve exited with {proc.returncode}:\n{server.log()[-3000:]}")
+            raise AssertionError(
+                f"authsvc serve exited with {proc.returncode}:\n{server.log()[-3000:]}"
+            )
         try:
             if httpx.get(f"{server.url}/healthz", timeout=1).status_code == 200:
                 return server
@@ -167,8 +182,15 @@ class PgCluster:
 
     def init(self) -> None:
         self._run(
-            str(self.bindir / "initdb"), "-D", str(self.data), "-U", "postgres",
-            "--auth=trust", "-E", "UTF8", "--no-sync",
+            str(self.bindir / "initdb"),
+            "-D",
+            str(self.data),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
         )
 
     def start(self) -> None:
@@ -177,8 +199,17 @@ class PgCluster:
             "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=50"
         )
         self._run(
-            str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.base / "pg.log"),
-            "-o", options, "-w", "-t", "60", "start",
+            str(self.bindir / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.base / "pg.log"),
+            "-o",
+            options,
+            "-w",
+            "-t",
+            "60",
+            "start",
         )
 
     def stop(self, mode: str = "fast") -> None:
@@ -241,7 +272,13 @@ def private_postgres() -> Iterator[PgCluster]:
         with contextlib.suppress(Exception):
             cluster.thaw(cluster.pids())
         cluster._run(
-            str(bindir / "pg_ctl"), "-D", str(cluster.data), "-m", "immediate", "-w", "stop",
+            str(bindir / "pg_ctl"),
+            "-D",
+            str(cluster.data),
+            "-m",
+            "immediate",
+            "-w",
+            "stop",
             check=False,
         )
         shutil.rmtree(base, ignore_errors=True)

@@ -63,7 +63,9 @@ class Traffic:
     async def call(self, kind: str, path: str, **kwargs: Any) -> tuple[Call, dict[str, Any]]:
         started = time.monotonic()
         try:
-            response = await self.http.request("GET" if kind == "readyz" else "POST", path, **kwargs)
+            response = await self.http.request(
+                "GET" if kind == "readyz" else "POST", path, **kwargs
+            )
         except httpx.HTTPError as exc:
             call = Call(kind, started, time.monotonic(), 0, type(exc).__name__, None)
             self.calls.append(call)
@@ -71,7 +73,11 @@ class Traffic:
         body = response.json() if response.content else {}
         error = body.get("error") if isinstance(body, dict) else None
         call = Call(
-            kind, started, time.monotonic(), response.status_code, error,
+            kind,
+            started,
+            time.monotonic(),
+            response.status_code,
+            error,
             response.headers.get("retry-after"),
         )
         self.calls.append(call)
@@ -110,11 +116,13 @@ class Traffic:
             await self.call("readyz", "/readyz")
             await asyncio.sleep(0.25)
 
-    def between(self, start: float, end: float, kinds: tuple[str, ...] = ("login", "refresh")) -> list[Call]:
+    def between(
+        self, start: float, end: float, kinds: tuple[str, ...] = ("login", "refresh")
+    ) -> list[Call]:
         return [c for c in self.calls if c.kind in kinds and start <= c.started < end]
 
     def first_answer_after(self, moment: float, status: int) -> float | None:
-        """Seconds from ``moment`` to the first answer with ``status`` to a request sent after it."""
+        """Seconds from ``moment`` to the first ``status`` answer to a request sent after it."""
         times = [
             c.finished - moment
             for c in self.calls
@@ -122,8 +130,8 @@ class Traffic:
         ]
         return min(times) if times else None
 
-    async def wait_for_success_after(self, moment: float, timeout: float) -> float | None:
-        deadline = time.monotonic() + timeout
+    async def wait_for_success_after(self, moment: float, limit: float) -> float | None:
+        deadline = time.monotonic() + limit
         while time.monotonic() < deadline:
             found = self.first_answer_after(moment, 200)
             if found is not None:
@@ -241,14 +249,20 @@ async def _outage_scenario(url: str, cluster: PgCluster) -> None:
         late = [c for c in ready if c.started > window[0] + 1 and c.finished < window[1]]
         assert late and all(c.status == 503 for c in late), phase
         assert all(c.elapsed < CONTRACT_SECONDS for c in ready), phase
-    assert figures["dead_time_to_503"] is not None and figures["dead_time_to_503"] < CONTRACT_SECONDS
-    assert figures["hung_time_to_503"] is not None and figures["hung_time_to_503"] < CONTRACT_SECONDS
+    assert (
+        figures["dead_time_to_503"] is not None and figures["dead_time_to_503"] < CONTRACT_SECONDS
+    )
+    assert (
+        figures["hung_time_to_503"] is not None and figures["hung_time_to_503"] < CONTRACT_SECONDS
+    )
     assert figures["dead_time_to_recover"] is not None, "no recovery after the restart"
     assert figures["hung_time_to_recover"] is not None, "no recovery after the thaw"
     assert not traffic.unexpected, traffic.unexpected
     assert not [c for c in traffic.calls if c.status in (0, 500)]
     # Healthy again: the last second of traffic is all 200.
-    tail = [c for c in traffic.calls if c.kind != "readyz" and c.started > traffic.calls[-1].started - 1]
+    tail = [
+        c for c in traffic.calls if c.kind != "readyz" and c.started > traffic.calls[-1].started - 1
+    ]
     assert tail and all(c.status == 200 for c in tail), [(c.status, c.error) for c in tail]
     allowed = {200, 503} | {403}
     assert {c.status for c in traffic.calls} <= allowed
