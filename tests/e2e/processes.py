@@ -166,6 +166,7 @@ class PgCluster:
     bindir: Path
     base: Path
     port: int = field(default_factory=free_port)
+    options: str = ""  # more "-c name=value" for the server
 
     @property
     def data(self) -> Path:
@@ -196,7 +197,8 @@ class PgCluster:
     def start(self) -> None:
         options = (
             f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.base} "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=50"
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=50 "
+            f"{self.options}"
         )
         self._run(
             str(self.bindir / "pg_ctl"),
@@ -256,14 +258,14 @@ class PgCluster:
 
 
 @contextlib.contextmanager
-def private_postgres() -> Iterator[PgCluster]:
+def private_postgres(options: str = "") -> Iterator[PgCluster]:
     bindir = postgres_bindir()
     if bindir is None:
         raise RuntimeError("no PostgreSQL server binaries (initdb) found")
     base = Path(tempfile.mkdtemp(prefix="authsvc-pg-"))
     if os.geteuid() == 0:
         shutil.chown(base, user="postgres", group="postgres")
-    cluster = PgCluster(bindir, base)
+    cluster = PgCluster(bindir, base, options=options)
     try:
         cluster.init()
         cluster.start()

@@ -266,3 +266,26 @@ async def _outage_scenario(url: str, cluster: PgCluster) -> None:
     assert tail and all(c.status == 200 for c in tail), [(c.status, c.error) for c in tail]
     allowed = {200, 503} | {403}
     assert {c.status for c in traffic.calls} <= allowed
+
+
+async def test_a_full_database_gives_503(make_client: Any) -> None:
+    # The server's connection slots are all taken: "sorry, too many clients already".
+    options = "-c max_connections=3 -c superuser_reserved_connections=0"
+    with private_postgres(options) as cluster:
+        dsn = f"postgresql://postgres@127.0.0.1:{cluster.port}/postgres"
+        holders = [await asyncpg.connect(dsn) for _ in range(3)]
+        try:
+            with pytest.raises(asyncpg.TooManyConnectionsError):
+                await asyncpg.connect(dsn)
+            async with make_client(database_url=cluster.url) as client:
+                ready = await client.get("/readyz")
+                assert ready.status_code == 503
+                response = await client.post(
+                    "/login", json={"username": "someone", "password": PASSWORD}
+                )
+                assert response.status_code == 503, response.text
+                assert response.json()["error"] == "service_unavailable"
+                assert "Retry-After" in response.headers
+        finally:
+            for holder in holders:
+                await holder.close()

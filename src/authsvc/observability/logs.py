@@ -128,4 +128,7 @@ class LogSink:
             fields["detail"] = event.detail
         for key, value in event.extra.items():
             fields.setdefault(key, value)
+        request_id = request_id_var.get()
+        if request_id is not None:
+            fields["request_id"] = request_id
         self._logger.log(level, str(event.type), extra={"fields": fields})
