@@ -11,9 +11,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy.engine import make_url
 
 from tests.conftest import PASSWORD, unique_username
 from tests.e2e.processes import Server, server_env, start_server
@@ -47,6 +49,19 @@ def json_lines(server: Server) -> list[dict[str, Any]]:
     for line in server.log_lines():
         lines.append(json.loads(line))  # every line the service writes is one JSON object
     return lines
+
+
+async def successors_of_first_token(database_url: str) -> int:
+    dsn = make_url(database_url).set(drivername="postgresql").render_as_string(False)
+    conn = await asyncpg.connect(dsn)
+    try:
+        count: int = await conn.fetchval(
+            "SELECT count(*) FROM refresh_tokens WHERE parent_id ="
+            " (SELECT id FROM refresh_tokens WHERE parent_id IS NULL)"
+        )
+        return count
+    finally:
+        await conn.close()
 
 
 async def login_many(
@@ -233,6 +248,8 @@ async def test_two_instances_share_one_token_race(
             )
         statuses = sorted(r.status_code for r in responses)
         assert 500 not in statuses
+        # One successor in the database, whatever the answers were.
+        assert await successors_of_first_token(database_url) == 1
         if grace == 0:
             assert statuses == [200] + [403] * 39, statuses
             errors = {r.json()["error"] for r in responses if r.status_code == 403}
