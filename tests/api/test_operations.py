@@ -321,3 +321,21 @@ async def test_refresh_stuck_behind_a_lock_gives_503_and_consumes_nothing(
         # The statement was cancelled and rolled back: the token is still good, once.
         response = await client.post("/refresh", json={"refresh_token": tokens["refresh_token"]})
         assert response.status_code == 200, response.text
+
+
+def test_text_format_quotes_values_that_could_fake_a_line() -> None:
+    record = logging.LogRecord("authsvc.access", logging.INFO, __file__, 1, "request", None, None)
+    record.fields = {"path": "/x\n12:00:00.000 INFO    authsvc.access: forged", "status": 404}
+    line = TextFormatter().format(record)
+    assert "\n" not in line
+    assert 'path="/x\\n12:00:00.000 INFO    authsvc.access: forged" status=404' in line
+
+
+async def test_logged_path_is_cut_short(
+    client: AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="authsvc.access")
+    response = await client.get("/" + "a" * 5000)
+    assert response.status_code == 404
+    (record,) = [r for r in caplog.records if r.name == "authsvc.access"]
+    assert len(record.fields["path"]) == 512  # type: ignore[attr-defined]

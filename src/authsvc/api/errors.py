@@ -178,11 +178,16 @@ def is_database_unavailable(exc: BaseException) -> bool:
 
 
 def _describe(exc: BaseException) -> str:
-    # The class names only: a message may quote SQL, never parameters (hide_parameters),
-    # but the names say enough to an operator.
+    # Class names and the SQLSTATE only: a message may quote SQL (never parameters, see
+    # hide_parameters), and the names say enough to an operator.
     orig = getattr(exc, "orig", None)
     name = type(exc).__name__
-    return f"{name}({type(orig).__name__})" if orig is not None else name
+    described = f"{name}({type(orig).__name__})" if orig is not None else name
+    for item in _causes(exc):
+        sqlstate = getattr(item, "sqlstate", None) or getattr(item, "pgcode", None)
+        if isinstance(sqlstate, str):
+            return f"{described} sqlstate={sqlstate}"
+    return described
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -16,6 +16,9 @@ REQUEST_ID_HEADER = b"x-request-id"
 # A caller's id is kept only if it is short and cannot smuggle anything into a log line.
 _SAFE_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,64}$")
 
+# Paths are the client's choice: enough to read, not enough to flood the log.
+MAX_LOGGED_PATH = 512
+
 logger = logging.getLogger(ACCESS_LOGGER)
 
 
@@ -70,7 +73,7 @@ class RequestContextMiddleware:
                 extra={
                     "fields": {
                         "method": scope["method"],
-                        "path": scope["path"],
+                        "path": scope["path"][:MAX_LOGGED_PATH],
                         "status": status if status is not None else 0,
                         "duration_ms": round((time.perf_counter() - started) * 1000, 2),
                         "request_id": request_id,

@@ -57,13 +57,22 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         ts = datetime.fromtimestamp(record.created, UTC).strftime("%H:%M:%S.%f")[:-3]
-        pairs = " ".join(f"{key}={value}" for key, value in _fields(record).items())
+        pairs = " ".join(f"{key}={_text_value(value)}" for key, value in _fields(record).items())
         line = f"{ts} {record.levelname:<7} {record.name}: {record.getMessage()}"
         if pairs:
             line = f"{line}  {pairs}"
         if record.exc_info:
             line = f"{line}\n{self.formatException(record.exc_info)}"
         return line
+
+
+def _text_value(value: Any) -> str:
+    # Quoted (with escapes) when it could break the line apart or fake another field:
+    # a request path is the client's choice.
+    text = str(value)
+    if text and text.isprintable() and not any(c in text for c in ' ="'):
+        return text
+    return json.dumps(text, ensure_ascii=False)
 
 
 def resolve_format(setting: LogFormat) -> Literal["json", "text"]:
