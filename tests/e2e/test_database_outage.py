@@ -221,7 +221,10 @@ async def test_dead_and_hung_database_give_fast_503s_and_recover(tmp_path: Path)
 
 async def _outage_scenario(url: str, cluster: PgCluster) -> None:
     figures: dict[str, float | None] = {}
-    async with httpx.AsyncClient(base_url=url, timeout=20) as http:
+    # A new connection per request: a kept-alive one that the server times out just as the
+    # client reuses it fails on the client's side (a race of HTTP keep-alive, not ours).
+    no_keepalive = httpx.Limits(max_keepalive_connections=0)
+    async with httpx.AsyncClient(base_url=url, timeout=20, limits=no_keepalive) as http:
         users = [f"outage{i}" for i in range(CLIENTS)]
         for username in users:
             r = await http.post("/register", json={"username": username, "password": PASSWORD})
