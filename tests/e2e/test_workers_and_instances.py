@@ -157,8 +157,9 @@ async def test_metrics_add_up_over_workers(
     assert PASSWORD not in server.log()
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 async def test_sigterm_lets_inflight_logins_finish(
-    database_url: str, clean_db: object, tmp_path: Path
+    database_url: str, clean_db: object, tmp_path: Path, workers: int
 ) -> None:
     # Real argon2id memory cost, and enough passes that a login takes a good fraction of a
     # second: the logins are certainly still hashing when SIGTERM arrives.
@@ -171,7 +172,7 @@ async def test_sigterm_lets_inflight_logins_finish(
             "AUTHSVC_PASSWORD_HASH_CONCURRENCY": "1",
         },
     )
-    server = await asyncio.to_thread(start_server, env, tmp_path / "srv")
+    server = await asyncio.to_thread(start_server, env, tmp_path / "srv", workers=workers)
     try:
         username = unique_username()
         async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
