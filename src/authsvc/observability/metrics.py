@@ -54,6 +54,8 @@ REVOCATIONS: dict[EventType, str] = {
     EventType.USER_DISABLED: "user_disabled",
 }
 
+ALREADY_ENDED = "already ended"  # services.sessions' detail for a no-op revocation
+_COUNT_IN_DETAIL = re.compile(r"(\d+)\s*(?:session|revoked)")
 _LIVE_GAUGE_FILE = re.compile(r"^gauge_live\w*_(\d+)\.db$")
 
 
@@ -125,17 +127,28 @@ class MetricsSink:
             if event.type is EventType.REFRESH_REUSED and event.detail == "session_revoked":
                 self._metrics.sessions_revoked.labels("reuse_detected").inc()
         elif (reason := REVOCATIONS.get(event.type)) is not None:
-            # A bulk revocation (logout everywhere, a disabled user) says how many it ended.
-            count = _int(event.extra.get("sessions_revoked"), default=1)
+            count = revoked_sessions(event)
             if count > 0:
-                self._metrics.sessions_revoked.labels(event.detail or reason).inc(count)
+                self._metrics.sessions_revoked.labels(reason).inc(count)
 
 
-def _int(value: str | None, *, default: int) -> int:
-    try:
-        return int(value) if value is not None else default
-    except ValueError:
-        return default
+def revoked_sessions(event: AuthEvent) -> int:
+    """How many sessions a revocation event ended.
+
+    ``extra["sessions_revoked"]`` when the service says; otherwise one for an event about
+    one session, none when it had already ended, and for a bulk revocation (logout
+    everywhere, a disabled user) the count its detail states ("3 session(s) revoked").
+    """
+    stated = event.extra.get("sessions_revoked")
+    if stated is not None and stated.isdigit():
+        return int(stated)
+    detail = event.detail or ""
+    if detail == ALREADY_ENDED:
+        return 0
+    if event.session_id is not None:
+        return 1
+    match = _COUNT_IN_DETAIL.search(detail)
+    return int(match.group(1)) if match else 0
 
 
 def instrument(app: FastAPI, registry: CollectorRegistry) -> None:
