@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import os
 import re
+import shutil
 import sys
-from collections.abc import Awaitable, Callable
+import tempfile
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import NoReturn, TypeVar
 
 import click
@@ -30,6 +35,9 @@ def app() -> None:
 
 USERNAME_RE = re.compile(r"^[A-Za-z0-9._@-]{3,64}$")
 T = TypeVar("T")
+# prometheus_client's switch for multiprocess mode (observability.metrics reads it too; not
+# imported from there, as importing prometheus_client here would fix its mode too early).
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -97,16 +105,52 @@ def serve(host: str, port: int, workers: int) -> None:
     except KeyConfigError as exc:
         fail(str(exc))
     migrate_or_fail(settings)
-    uvicorn.run(
-        "authsvc.main:create_app",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        server_header=False,
-        proxy_headers=False,  # X-Forwarded-For is judged by AUTHSVC_TRUSTED_PROXIES
-        timeout_graceful_shutdown=20,
-    )
+    from authsvc.observability.logs import logging_config
+
+    with metrics_directory(workers):
+        uvicorn.run(
+            "authsvc.main:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            server_header=False,
+            proxy_headers=False,  # X-Forwarded-For is judged by AUTHSVC_TRUSTED_PROXIES
+            timeout_graceful_shutdown=20,
+            # Our request middleware logs each request once, as structured data.
+            access_log=False,
+            log_config=logging_config(settings.log_format, settings.log_level),
+            log_level=settings.log_level,
+        )
+
+
+@contextmanager
+def metrics_directory(workers: int) -> Iterator[None]:
+    """Prometheus multiprocess mode for ``--workers N > 1``: each worker writes its samples
+    to a shared directory that ``/metrics`` aggregates, so the totals cover every worker.
+
+    Set before the workers start (prometheus_client picks its mode at import). A fresh
+    temporary directory, removed on exit; an operator's own ``PROMETHEUS_MULTIPROC_DIR`` is
+    used instead, emptied of a previous run's files as prometheus_client requires.
+    """
+    own = os.environ.get(MULTIPROC_ENV)
+    if own:
+        path = Path(own)
+        path.mkdir(parents=True, exist_ok=True)
+        for stale in path.glob("*.db"):
+            stale.unlink(missing_ok=True)
+        yield
+        return
+    if workers <= 1:
+        yield
+        return
+    path = Path(tempfile.mkdtemp(prefix="authsvc-metrics-"))
+    os.environ[MULTIPROC_ENV] = str(path)
+    try:
+        yield
+    finally:
+        os.environ.pop(MULTIPROC_ENV, None)
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @app.command()

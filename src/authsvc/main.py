@@ -8,18 +8,28 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
+from prometheus_client import CollectorRegistry
 
 from authsvc import __version__
 from authsvc.api.context import AppContext
 from authsvc.api.errors import install_error_handlers
 from authsvc.api.middleware import BodySizeLimitMiddleware, SecurityHeadersMiddleware
-from authsvc.api.routes import auth, oauth, sessions, users, wellknown
+from authsvc.api.requestlog import RequestContextMiddleware
+from authsvc.api.routes import auth, oauth, ops, sessions, users, wellknown
 from authsvc.config import Settings, get_settings
 from authsvc.db import make_engine, make_sessionmaker
+from authsvc.observability.logs import LogSink
+from authsvc.observability.metrics import (
+    MetricsSink,
+    ServiceMetrics,
+    instrument,
+    mark_this_worker_dead,
+)
 from authsvc.security.keys import load_previous_keys, load_signing_key
 from authsvc.security.passwords import PasswordHasher
 from authsvc.security.tokens import TokenCodec
 from authsvc.services.audit import BufferedEventSink
+from authsvc.services.events import EventSink, FanOut
 from authsvc.services.purge import start_background_purge, stop_background_purge
 from authsvc.services.throttle import build_shared_throttle
 
@@ -32,22 +42,27 @@ Use **Authorize** with a username and password to try the protected endpoints.
 """
 
 
-def build_hasher(settings: Settings) -> PasswordHasher:
+def build_hasher(settings: Settings, metrics: ServiceMetrics | None = None) -> PasswordHasher:
     return PasswordHasher(
         memory_cost=settings.argon2_memory_cost,
         time_cost=settings.argon2_time_cost,
         parallelism=settings.argon2_parallelism,
         concurrency=settings.password_hash_concurrency,
+        observe=metrics.observe_hash if metrics is not None else None,
     )
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    # Per app, so that several apps can share a process (tests); see observability.metrics.
+    metrics = ServiceMetrics(CollectorRegistry(auto_describe=True))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = make_engine(settings)
-        hasher = build_hasher(settings)
+        hasher = build_hasher(settings, metrics)
+        # Every sink sees every event, in order: metrics, the structured log, then the rest.
+        sinks: list[EventSink] = [MetricsSink(metrics), LogSink()]
         await hasher.dummy_verify("")  # computes the dummy hash before the first login
         sessionmaker = make_sessionmaker(engine)
         audit = BufferedEventSink(sessionmaker)
@@ -57,9 +72,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             sessionmaker=sessionmaker,
             hasher=hasher,
             codec=TokenCodec(settings, load_signing_key(settings), load_previous_keys(settings)),
-            events=audit,
+            events=FanOut([*sinks, audit]),
             throttle=build_shared_throttle(settings),
         )
+        metrics.workers.set(1)
         audit.start()
         purger = start_background_purge(settings, sessionmaker)
         try:
@@ -67,6 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await stop_background_purge(purger)
             await audit.aclose()
+            mark_this_worker_dead()
             await engine.dispose()
 
     app = FastAPIOffline(
@@ -76,12 +93,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         swagger_ui_parameters={"persistAuthorization": False},
     )
+    app.state.metrics = metrics
     install_error_handlers(app)
     app.include_router(auth.router)
     app.include_router(users.router)
     app.include_router(wellknown.router)
     app.include_router(sessions.router)
     app.include_router(oauth.router)
+    app.include_router(ops.router)
 
     if settings.cors_origins:
         app.add_middleware(
@@ -92,6 +111,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["Authorization", "Content-Type"],
         )
     app.add_middleware(SecurityHeadersMiddleware)
-    # Outermost, so an oversized body is refused before anything reads it.
+    # Outermost but for metrics and the request log, so an oversized body is refused
+    # before anything reads it.
     app.add_middleware(BodySizeLimitMiddleware)
+    instrument(app, metrics.registry)
+    # Outermost: every response, a 413 or a 500 included, carries X-Request-ID and is logged.
+    app.add_middleware(RequestContextMiddleware)
     return app

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import asyncpg  # type: ignore[import-untyped]
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
@@ -113,21 +114,90 @@ async def _on_http_exception(_request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _on_database_unavailable(_request: Request, exc: Exception) -> JSONResponse:
-    # Connection refused, pool exhausted, statement timeout: the database, not the request.
-    if isinstance(exc, DBAPIError) and not _is_unavailability(exc):
+    # Connection refused or lost, pool exhausted, timeouts, a server shutting down or full:
+    # the database, not the request. Anything else is a bug and stays a 500.
+    if not is_database_unavailable(exc):
         raise exc
-    logger.warning("database unavailable: %s", type(exc).__name__)
+    logger.warning("database unavailable", extra={"fields": {"error": _describe(exc)}})
     return auth_error_response(ServiceUnavailable())
 
 
-def _is_unavailability(exc: DBAPIError) -> bool:
-    if exc.connection_invalidated:
+# SQLSTATEs that mean "the database cannot serve now", not "this statement is wrong":
+# 08 connection exception, 53 insufficient resources (53300 too many connections),
+# 57014 query canceled (statement_timeout), 57P01-57P05 admin/crash shutdown, cannot
+# connect now, idle session timeout, 25P03 idle-in-transaction timeout, 40P01 deadlock.
+_UNAVAILABLE_SQLSTATE_CLASSES = ("08", "53")
+_UNAVAILABLE_SQLSTATES = frozenset(
+    {"57014", "57P01", "57P02", "57P03", "57P04", "57P05", "25P03", "40P01", "55P03"}
+)
+# SQLite reports contention and I/O trouble only in the message.
+_SQLITE_UNAVAILABLE = (
+    "database is locked",
+    "database table is locked",
+    "disk i/o error",
+    "unable to open database",
+)
+# asyncpg's client-side errors on a connection that died or timed out under it.
+_ASYNCPG_UNAVAILABLE = (
+    "connection is closed",
+    "connection was closed",
+    "another operation is in progress",
+)
+_ASYNCPG_UNAVAILABLE_TYPES = frozenset(
+    {"ConnectionDoesNotExistError", "CannotConnectNowError", "TooManyConnectionsError"}
+)
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """``exc``, the DB-API error it wraps, and their causes (asyncpg's own exception)."""
+    chain: list[BaseException] = []
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        item = todo.pop()
+        if item is None or any(item is seen for seen in chain) or len(chain) > 8:
+            continue
+        chain.append(item)
+        todo.extend([getattr(item, "orig", None), item.__cause__, item.__context__])
+    return chain
+
+
+def is_database_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` means the database is down, unreachable, overloaded or hung."""
+    if isinstance(exc, PoolTimeoutError):
         return True
-    name = type(exc.orig).__name__ if exc.orig is not None else ""
-    return isinstance(exc.orig, OSError | TimeoutError) or any(
-        marker in name
-        for marker in ("Connection", "Timeout", "QueryCanceled", "CannotConnect", "Shutdown", "TooManyConnections")
-    ) or "database is locked" in str(exc.orig)
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    for item in _causes(exc):
+        # Connection refused or reset, and every timeout (asyncpg's connect and
+        # command_timeout raise the builtin TimeoutError).
+        if isinstance(item, OSError | TimeoutError):
+            return True
+        sqlstate = getattr(item, "sqlstate", None) or getattr(item, "pgcode", None)
+        if isinstance(sqlstate, str) and (
+            sqlstate in _UNAVAILABLE_SQLSTATES or sqlstate[:2] in _UNAVAILABLE_SQLSTATE_CLASSES
+        ):
+            return True
+        name, message = type(item).__name__, str(item).lower()
+        if name in _ASYNCPG_UNAVAILABLE_TYPES:
+            return True
+        if name == "OperationalError" and any(m in message for m in _SQLITE_UNAVAILABLE):
+            return True
+        if "InterfaceError" in name and any(m in message for m in _ASYNCPG_UNAVAILABLE):
+            return True
+    return False
+
+
+def _describe(exc: BaseException) -> str:
+    # Class names and the SQLSTATE only: a message may quote SQL (never parameters, see
+    # hide_parameters), and the names say enough to an operator.
+    orig = getattr(exc, "orig", None)
+    name = type(exc).__name__
+    described = f"{name}({type(orig).__name__})" if orig is not None else name
+    for item in _causes(exc):
+        sqlstate = getattr(item, "sqlstate", None) or getattr(item, "pgcode", None)
+        if isinstance(sqlstate, str):
+            return f"{described} sqlstate={sqlstate}"
+    return described
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -138,3 +208,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(PoolTimeoutError, _on_database_unavailable)
     app.add_exception_handler(OSError, _on_database_unavailable)
     app.add_exception_handler(TimeoutError, _on_database_unavailable)
+    # Raw asyncpg errors, should one escape SQLAlchemy's wrapping (e.g. during connect).
+    app.add_exception_handler(asyncpg.PostgresError, _on_database_unavailable)
+    app.add_exception_handler(asyncpg.InterfaceError, _on_database_unavailable)

@@ -1,0 +1,1 @@
+"""Metrics and structured logs: how an operator watches the service."""

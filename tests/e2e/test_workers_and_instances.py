@@ -1,0 +1,263 @@
+"""`authsvc serve --workers N` and several `serve` processes behave as one service."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy.engine import make_url
+
+from tests.conftest import PASSWORD, unique_username
+from tests.e2e.processes import Server, server_env, start_server
+
+pytestmark = pytest.mark.slow
+
+
+def scrape(base_url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of /metrics, keyed by (name, sorted labels)."""
+    # A new connection per scrape, so that successive scrapes can land on different workers.
+    response = httpx.get(f"{base_url}/metrics", headers={"Connection": "close"}, timeout=10)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    samples = {}
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def sample(samples: dict[Any, float], name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def worker_pids(server: Server) -> set[int]:
+    return {int(m) for m in re.findall(r"Started server process \[(\d+)\]", server.log())}
+
+
+def json_lines(server: Server) -> list[dict[str, Any]]:
+    lines = []
+    for line in server.log_lines():
+        lines.append(json.loads(line))  # every line the service writes is one JSON object
+    return lines
+
+
+async def successors_of_first_token(database_url: str) -> int:
+    dsn = make_url(database_url).set(drivername="postgresql").render_as_string(False)
+    conn = await asyncpg.connect(dsn)
+    try:
+        count: int = await conn.fetchval(
+            "SELECT count(*) FROM refresh_tokens WHERE parent_id ="
+            " (SELECT id FROM refresh_tokens WHERE parent_id IS NULL)"
+        )
+        return count
+    finally:
+        await conn.close()
+
+
+async def login_many(
+    base_url: str, username: str, count: int, password: str = PASSWORD
+) -> list[int]:
+    # Each login on its own connection, many at once: the kernel spreads them over workers.
+    async with httpx.AsyncClient(
+        base_url=base_url, timeout=30, limits=httpx.Limits(max_keepalive_connections=0)
+    ) as http:
+        responses = await asyncio.gather(
+            *(
+                http.post("/login", json={"username": username, "password": password})
+                for _ in range(count)
+            )
+        )
+    return [r.status_code for r in responses]
+
+
+async def test_metrics_add_up_over_workers(
+    database_url: str, clean_db: object, tmp_path: Path
+) -> None:
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    env = server_env(database_url, tmp_path / "data", {"TMPDIR": str(tmpdir)})
+    server = await asyncio.to_thread(start_server, env, tmp_path / "srv", workers=2)
+    try:
+        # serve made a fresh multiprocess directory for the workers.
+        assert len(list(tmpdir.glob("authsvc-metrics-*"))) == 1
+        username = unique_username()
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+            r = await http.post("/register", json={"username": username, "password": PASSWORD})
+            assert r.status_code == 201, r.text
+        ok = failed = 0
+        for _ in range(10):  # until both workers have served logins
+            statuses = await login_many(server.url, username, 12)
+            assert set(statuses) == {200}, statuses
+            ok += len(statuses)
+            statuses = await login_many(server.url, username, 2, password="wrong password!!")
+            assert set(statuses) == {401}, statuses
+            failed += len(statuses)
+            served = {
+                line["pid"]
+                for line in json_lines(server)
+                if line.get("message") == "request" and line.get("path") == "/login"
+            }
+            if len(served) >= 2:
+                break
+        assert len(served) == 2, "every login went to one worker"
+
+        # Whichever worker answers the scrape, it reports the service's totals.
+        for _ in range(6):
+            samples = scrape(server.url)
+            assert sample(samples, "authsvc_logins_total", outcome="success") == ok
+            assert sample(samples, "authsvc_logins_total", outcome="invalid_credentials") == failed
+            assert (
+                sample(
+                    samples, "http_requests_total", handler="/login", method="POST", status="200"
+                )
+                == ok
+            )
+            assert sample(samples, "authsvc_password_hash_seconds_count", operation="verify") >= (
+                ok + failed
+            )
+            assert sample(samples, "authsvc_workers") == 2
+
+        # A worker killed outright: uvicorn starts another; its counts stay in the totals
+        # and the dead one no longer counts as serving.
+        pids = worker_pids(server)
+        victim = sorted(pids)[0]
+        os.kill(victim, signal.SIGKILL)
+        for _ in range(150):  # until the replacement has started (and set its gauge)
+            if server.log().count("Application startup complete") >= 3:
+                break
+            await asyncio.sleep(0.2)
+        else:
+            raise AssertionError(f"uvicorn did not replace the worker:\n{server.log()[-2000:]}")
+        for _ in range(4):
+            samples = scrape(server.url)
+            assert sample(samples, "authsvc_logins_total", outcome="success") == ok
+            assert sample(samples, "authsvc_workers") == 2
+    finally:
+        code = await asyncio.to_thread(server.terminate)
+    assert code == 0
+    # The multiprocess directory is gone with the server.
+    assert list(tmpdir.glob("authsvc-metrics-*")) == []
+    # Logs: JSON only, one line per request of ours and none of uvicorn's access log.
+    lines = json_lines(server)
+    assert not [line for line in lines if line["logger"] == "uvicorn.access"]
+    requests = [line for line in lines if line["logger"] == "authsvc.access"]
+    assert sum(1 for line in requests if line["path"] == "/login") == ok + failed
+    for line in requests:
+        assert {"method", "path", "status", "duration_ms", "request_id", "client"} <= line.keys()
+    assert PASSWORD not in server.log()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_sigterm_lets_inflight_logins_finish(
+    database_url: str, clean_db: object, tmp_path: Path, workers: int
+) -> None:
+    # Real argon2id memory cost, and enough passes that a login takes a good fraction of a
+    # second: the logins are certainly still hashing when SIGTERM arrives.
+    env = server_env(
+        database_url,
+        tmp_path / "data",
+        {
+            "AUTHSVC_ARGON2_MEMORY_COST": "19456",
+            "AUTHSVC_ARGON2_TIME_COST": "16",
+            "AUTHSVC_PASSWORD_HASH_CONCURRENCY": "1",
+        },
+    )
+    server = await asyncio.to_thread(start_server, env, tmp_path / "srv", workers=workers)
+    try:
+        username = unique_username()
+        async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
+            r = await http.post("/register", json={"username": username, "password": PASSWORD})
+            assert r.status_code == 201, r.text
+            started = time.monotonic()
+            r = await http.post("/login", json={"username": username, "password": PASSWORD})
+            assert r.status_code == 200
+            one_login = time.monotonic() - started
+
+        async with httpx.AsyncClient(
+            base_url=server.url, timeout=120, limits=httpx.Limits(max_keepalive_connections=0)
+        ) as http:
+            logins = [
+                asyncio.create_task(
+                    http.post("/login", json={"username": username, "password": PASSWORD})
+                )
+                for _ in range(5)
+            ]
+            await asyncio.sleep(min(0.5, one_login / 2))
+            in_flight = sum(1 for task in logins if not task.done())
+            server.proc.send_signal(signal.SIGTERM)
+            responses = await asyncio.gather(*logins)
+        assert in_flight >= 3, f"only {in_flight} logins were in flight ({one_login:.2f}s each)"
+        for response in responses:
+            assert response.status_code == 200, response.text
+            assert response.json()["refresh_token"]
+        code = await asyncio.to_thread(server.proc.wait, 60)
+        # uvicorn re-raises the signal once it has shut down cleanly.
+        assert code in (0, -signal.SIGTERM), code
+        # And it stopped taking new connections.
+        async with httpx.AsyncClient(timeout=2) as http:
+            with pytest.raises(httpx.ConnectError):
+                await http.get(f"{server.url}/healthz")
+    finally:
+        await asyncio.to_thread(server.terminate)
+    assert "Application shutdown complete" in server.log()
+
+
+@pytest.mark.parametrize("grace", [0, 10])
+async def test_two_instances_share_one_token_race(
+    backend: str, database_url: str, clean_db: object, tmp_path: Path, grace: int
+) -> None:
+    if backend != "postgresql":
+        pytest.skip("several instances share one PostgreSQL")
+    env = server_env(
+        database_url,
+        tmp_path / "data",  # one key for both, as a deployment shares its key file
+        {"AUTHSVC_REFRESH_REUSE_GRACE_SECONDS": str(grace)},
+    )
+    first = await asyncio.to_thread(start_server, env, tmp_path / "a")
+    second = await asyncio.to_thread(start_server, env, tmp_path / "b")
+    try:
+        username = unique_username()
+        async with (
+            httpx.AsyncClient(base_url=first.url, timeout=60) as a,
+            httpx.AsyncClient(base_url=second.url, timeout=60) as b,
+        ):
+            r = await a.post("/register", json={"username": username, "password": PASSWORD})
+            assert r.status_code == 201, r.text
+            r = await b.post("/login", json={"username": username, "password": PASSWORD})
+            assert r.status_code == 200, r.text
+            tokens = r.json()
+            # A token from one instance is good at the other.
+            r = await a.get("/me", headers={"Authorization": f"Bearer {tokens['access_token']}"})
+            assert r.status_code == 200, r.text
+
+            body = {"refresh_token": tokens["refresh_token"]}
+            responses = await asyncio.gather(
+                *(
+                    (a if i % 2 else b).post("/refresh", json=body, headers={"Connection": "close"})
+                    for i in range(40)
+                )
+            )
+        statuses = sorted(r.status_code for r in responses)
+        assert 500 not in statuses
+        # One successor in the database, whatever the answers were.
+        assert await successors_of_first_token(database_url) == 1
+        if grace == 0:
+            assert statuses == [200] + [403] * 39, statuses
+            errors = {r.json()["error"] for r in responses if r.status_code == 403}
+            assert errors == {"refresh_token_reused"}
+        else:
+            assert statuses == [200] * 40, [r.text for r in responses if r.status_code != 200]
+            assert len({r.json()["refresh_token"] for r in responses}) == 1
+    finally:
+        for server in (first, second):
+            await asyncio.to_thread(server.terminate)
