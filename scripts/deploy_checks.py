@@ -2,6 +2,7 @@
 
     deploy_checks.py dockerfile DOCKERFILE       assert the image's shape; print its recipe as JSON
     deploy_checks.py context DOCKERFILE SRC DST  copy what the builder stage COPYs into DST
+                                                 (refusing sources that .dockerignore drops)
     deploy_checks.py compose DOCKERFILE          assert `docker-compose config --format json`
                                                  (read from stdin)
     deploy_checks.py guards COMPOSE_FILE         list the ${VAR:?} guarded variables
@@ -13,6 +14,7 @@ of it.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
 import shlex
@@ -195,15 +197,32 @@ def dockerfile_recipe(path: Path) -> dict[str, Any]:
 IGNORED = ("__pycache__", "*.pyc", "*.pyo", "*.egg-info", ".venv*", ".env")
 
 
+def dockerignored(name: str, patterns: list[str]) -> bool:
+    """Whether .dockerignore keeps a top-level path out of the context (last match wins)."""
+    excluded = False
+    for pattern in patterns:
+        negated = pattern.startswith("!")
+        if fnmatch.fnmatch(name, pattern.removeprefix("!").strip("/")):
+            excluded = not negated
+    return excluded
+
+
 def stage_context(dockerfile: Path, source: Path, dest: Path) -> None:
     """Lay out the builder's WORKDIR as its COPY lines would (relative destinations only)."""
     recipe = dockerfile_recipe(dockerfile)
+    ignore_file = source / ".dockerignore"
+    patterns = [
+        line.strip()
+        for line in (ignore_file.read_text().splitlines() if ignore_file.exists() else [])
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
     for copy in recipe["builder_copies"]:
         target = dest / copy["dest"]
         expect(not copy["dest"].startswith("/"), "builder COPY destinations must be relative")
         for name in copy["sources"]:
             origin = source / name
             expect(origin.exists(), f"COPY source {name} does not exist")
+            expect(not dockerignored(name, patterns), f"COPY source {name} is in .dockerignore")
             to = target / origin.name if copy["dest"].endswith("/") else target
             if origin.is_dir():
                 shutil.copytree(origin, to, ignore=shutil.ignore_patterns(*IGNORED))
