@@ -56,6 +56,12 @@ def backend(request: pytest.FixtureRequest) -> str:
     return name
 
 
+# For a test that is about one backend only: it runs there, and is not collected (rather
+# than skipped) for the other.
+ONLY_SQLITE = pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+ONLY_POSTGRESQL = pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+
+
 @pytest.fixture(scope="session")
 def key_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("keys")

@@ -17,7 +17,7 @@ from sqlalchemy.engine import make_url
 
 from authsvc.main import create_app
 from authsvc.observability.logs import JsonFormatter, TextFormatter, logging_config
-from tests.conftest import PASSWORD, ClientFactory, login, register
+from tests.conftest import ONLY_POSTGRESQL, ONLY_SQLITE, PASSWORD, ClientFactory, login, register
 from tests.e2e.processes import free_port
 
 GENERATED_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -78,11 +78,10 @@ async def test_readyz_and_endpoints_answer_503_when_the_database_is_unreachable(
         assert me.json()["error"] == "service_unavailable"
 
 
+@ONLY_SQLITE
 async def test_locked_sqlite_database_gives_503_not_500(
     backend: str, database_url: str, make_client: ClientFactory
 ) -> None:
-    if backend != "sqlite":
-        pytest.skip("SQLite's write lock")
     async with make_client(db_statement_timeout_seconds=0.2) as client:
         await register(client, "lockeduser")
         tokens = await login(client, "lockeduser")
@@ -296,11 +295,10 @@ def test_log_format_follows_the_setting_or_the_terminal(
     assert config["loggers"]["uvicorn.access"]["handlers"] == []
 
 
+@ONLY_POSTGRESQL
 async def test_refresh_stuck_behind_a_lock_gives_503_and_consumes_nothing(
     backend: str, database_url: str, make_client: ClientFactory
 ) -> None:
-    if backend != "postgresql":
-        pytest.skip("PostgreSQL row locks and statement_timeout")
     async with make_client(db_statement_timeout_seconds=0.5) as client:
         user = await register(client)
         tokens = await login(client, user["username"])

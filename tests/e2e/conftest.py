@@ -28,7 +28,7 @@ from typing import Protocol
 import httpx
 import pytest
 
-from tests.conftest import PG_URL_ENV
+from tests.conftest import ONLY_POSTGRESQL, PG_URL_ENV
 
 READY_PATH = "/.well-known/jwks.json"
 # Generous: the machine is shared and a start migrates the schema (and may generate an
@@ -227,10 +227,9 @@ def postgres_url(backend: str, database_url: str, clean_db: object) -> str:
 
     Use with ``@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)``.
     """
-    if backend != "postgresql":
-        pytest.skip("PostgreSQL only")
+    assert backend == "postgresql", "use with POSTGRES_ONLY"
     assert os.environ.get(PG_URL_ENV)
     return database_url
 
 
-POSTGRES_ONLY = pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+POSTGRES_ONLY = ONLY_POSTGRESQL

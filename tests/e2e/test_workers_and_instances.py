@@ -17,7 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.engine import make_url
 
-from tests.conftest import PASSWORD, unique_username
+from tests.conftest import ONLY_POSTGRESQL, PASSWORD, unique_username
 from tests.e2e.processes import Server, server_env, start_server
 
 pytestmark = pytest.mark.slow
@@ -212,12 +212,11 @@ async def test_sigterm_lets_inflight_logins_finish(
     assert "Application shutdown complete" in server.log()
 
 
+@ONLY_POSTGRESQL
 @pytest.mark.parametrize("grace", [0, 10])
 async def test_two_instances_share_one_token_race(
     backend: str, database_url: str, clean_db: object, tmp_path: Path, grace: int
 ) -> None:
-    if backend != "postgresql":
-        pytest.skip("several instances share one PostgreSQL")
     env = server_env(
         database_url,
         tmp_path / "data",  # one key for both, as a deployment shares its key file

@@ -7,7 +7,7 @@ import logging
 import anyio
 import anyio.to_thread
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy import text
 
 from authsvc.api.deps import ContextDep
@@ -48,7 +48,12 @@ async def readyz(ctx: ContextDep) -> JSONResponse:
     return JSONResponse({"status": "ok", "database": "ok"}, headers=NO_STORE)
 
 
-@router.get("/metrics", summary="Prometheus metrics", include_in_schema=True)
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=PlainTextResponse,
+    responses={200: {"description": "Prometheus text exposition format", "content": {"text/plain": {"schema": {"type": "string"}}}}},
+)
 async def metrics(request: Request) -> Response:
     registry = request.app.state.metrics.registry
     # In multiprocess mode this reads every worker's files: off the event loop.
