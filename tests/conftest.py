@@ -32,7 +32,9 @@ FAST_HASH = {"argon2_memory_cost": 1024, "argon2_time_cost": 1, "argon2_parallel
 
 def pytest_report_header() -> str:
     url = os.environ.get(PG_URL_ENV)
-    return f"postgresql: {make_url(url).render_as_string(hide_password=True) if url else 'not configured (tests skipped)'}"
+    if not url:
+        return "postgresql: not configured (tests skipped)"
+    return f"postgresql: {make_url(url).render_as_string(hide_password=True)}"
 
 
 async def _reset_postgres(url: str) -> None:
@@ -84,7 +86,9 @@ async def database_url(backend: str, tmp_path_factory: pytest.TempPathFactory) -
 
 
 @pytest.fixture
-def make_settings(database_url: str, key_dir: Path, clean_db: AsyncEngine) -> Callable[..., Settings]:
+def make_settings(
+    database_url: str, key_dir: Path, clean_db: AsyncEngine
+) -> Callable[..., Settings]:
     def factory(**overrides: Any) -> Settings:
         values: dict[str, Any] = {
             "database_url": database_url,
@@ -145,7 +149,9 @@ def unique_username(prefix: str = "user") -> str:
     return f"{prefix}{uuid.uuid4().hex[:10]}"
 
 
-async def register(client: AsyncClient, username: str | None = None, password: str = PASSWORD) -> dict[str, Any]:
+async def register(
+    client: AsyncClient, username: str | None = None, password: str = PASSWORD
+) -> dict[str, Any]:
     username = username or unique_username()
     response = await client.post("/register", json={"username": username, "password": password})
     assert response.status_code == 201, response.text
@@ -153,8 +159,12 @@ async def register(client: AsyncClient, username: str | None = None, password: s
     return body
 
 
-async def login(client: AsyncClient, username: str, password: str = PASSWORD, **params: str) -> dict[str, Any]:
-    response = await client.post("/login", json={"username": username, "password": password}, params=params)
+async def login(
+    client: AsyncClient, username: str, password: str = PASSWORD, **params: str
+) -> dict[str, Any]:
+    response = await client.post(
+        "/login", json={"username": username, "password": password}, params=params
+    )
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     return body

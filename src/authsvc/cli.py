@@ -33,6 +33,7 @@ from authsvc.services.events import EventSink
 def app() -> None:
     pass
 
+
 USERNAME_RE = re.compile(r"^[A-Za-z0-9._@-]{3,64}$")
 T = TypeVar("T")
 # prometheus_client's switch for multiprocess mode (observability.metrics reads it too; not
@@ -87,13 +88,21 @@ def migrate_or_fail(settings: Settings) -> None:
     try:
         upgrade_to_head(settings)
     except Exception as exc:  # the one place a migration failure becomes a message
-        fail(f"migration failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", 1)
+        first_line = str(exc).splitlines()[0] if str(exc) else ""
+        fail(
+            f"migration failed: {type(exc).__name__}: {first_line}",
+            1,
+        )
 
 
 @app.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
-@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535), help="Port to bind.")
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Worker processes.")
+@click.option(
+    "--port", default=8000, show_default=True, type=click.IntRange(1, 65535), help="Port to bind."
+)
+@click.option(
+    "--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Worker processes."
+)
 def serve(host: str, port: int, workers: int) -> None:
     """Bring the schema up to date, then serve."""
     import uvicorn
@@ -166,8 +175,8 @@ def migrate() -> None:
 def create_user(username: str, password_stdin: bool) -> None:
     """Create a user (prompts for the password unless --password-stdin)."""
     from authsvc.main import build_hasher
-    from authsvc.services.auth import AuthService
     from authsvc.security.tokens import TokenCodec
+    from authsvc.services.auth import AuthService
 
     settings = load_settings()
     username = check_username(username)
@@ -185,8 +194,12 @@ def create_user(username: str, password_stdin: bool) -> None:
         fail(str(exc))
 
     async def work(session: AsyncSession) -> str:
-        service = AuthService(session, settings=settings, hasher=build_hasher(settings), codec=codec)
-        user = await service.create_user(username=username, password=password, now=datetime.now(UTC))
+        service = AuthService(
+            session, settings=settings, hasher=build_hasher(settings), codec=codec
+        )
+        user = await service.create_user(
+            username=username, password=password, now=datetime.now(UTC)
+        )
         return str(user.id)
 
     try:

@@ -118,7 +118,9 @@ def make_engine(settings: Settings, **overrides: Any) -> AsyncEngine:
                 overrides,
             ),
         )
-        install_sqlite_hooks(engine, busy_timeout_ms=int(settings.db_statement_timeout_seconds * 1000))
+        install_sqlite_hooks(
+            engine, busy_timeout_ms=int(settings.db_statement_timeout_seconds * 1000)
+        )
         return engine
     kwargs: dict[str, Any] = {
         "pool_size": settings.db_pool_size,

@@ -18,7 +18,10 @@ def _encodable(value: str) -> str:
 Username = Annotated[
     str,
     StringConstraints(min_length=3, max_length=64, pattern=r"^[A-Za-z0-9._@-]+$"),
-    Field(description="3–64 ASCII letters, digits and `. _ - @`; case-insensitive.", examples=["alice"]),
+    Field(
+        description="3 to 64 ASCII letters, digits and `. _ - @`; case-insensitive.",
+        examples=["alice"],
+    ),
 ]
 # Long enough for any policy, short enough that nobody makes us hash a megabyte. The policy
 # (including the 128-character maximum) is applied by the service, with its own error code.

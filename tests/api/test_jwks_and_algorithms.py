@@ -12,7 +12,9 @@ from tests.conftest import ClientFactory, login, register
 PRIVATE_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "k"}
 
 
-@pytest.mark.parametrize(("algorithm", "kty"), [("ES256", "EC"), ("EdDSA", "OKP"), ("RS256", "RSA")])
+@pytest.mark.parametrize(
+    ("algorithm", "kty"), [("ES256", "EC"), ("EdDSA", "OKP"), ("RS256", "RSA")]
+)
 async def test_each_asymmetric_algorithm_signs_and_publishes_its_key(
     make_client: ClientFactory, algorithm: str, kty: str
 ) -> None:
@@ -34,7 +36,9 @@ async def test_each_asymmetric_algorithm_signs_and_publishes_its_key(
     assert header == {"alg": algorithm, "kid": key["kid"], "typ": "at+jwt"}
     # What another service does: verify with the published key, checking iss, aud, exp.
     public = jwt.PyJWK(key).key
-    claims = jwt.decode(pair["access_token"], public, algorithms=[algorithm], audience="authsvc", issuer="authsvc")
+    claims = jwt.decode(
+        pair["access_token"], public, algorithms=[algorithm], audience="authsvc", issuer="authsvc"
+    )
     assert claims["sub"] == user["id"]
     assert {"iss", "sub", "aud", "iat", "exp", "jti", "sid"} <= set(claims)
     assert claims["exp"] - claims["iat"] == 1800

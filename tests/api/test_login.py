@@ -15,8 +15,12 @@ from tests.conftest import PASSWORD, ClientFactory, login, register, unique_user
 TOKEN_FIELDS = {"access_token", "refresh_token", "token_type", "expires_in", "refresh_expires_in"}
 
 
-async def test_login_with_json_returns_a_token_pair(client: AsyncClient, user: dict[str, Any]) -> None:
-    response = await client.post("/login", json={"username": user["username"], "password": PASSWORD})
+async def test_login_with_json_returns_a_token_pair(
+    client: AsyncClient, user: dict[str, Any]
+) -> None:
+    response = await client.post(
+        "/login", json={"username": user["username"], "password": PASSWORD}
+    )
     assert response.status_code == 200
     body = response.json()
     assert set(body) == TOKEN_FIELDS
@@ -27,10 +31,17 @@ async def test_login_with_json_returns_a_token_pair(client: AsyncClient, user: d
     assert response.headers["pragma"] == "no-cache"
 
 
-async def test_login_with_the_oauth2_password_form(client: AsyncClient, user: dict[str, Any]) -> None:
+async def test_login_with_the_oauth2_password_form(
+    client: AsyncClient, user: dict[str, Any]
+) -> None:
     response = await client.post(
         "/login",
-        data={"username": user["username"], "password": PASSWORD, "grant_type": "password", "scope": ""},
+        data={
+            "username": user["username"],
+            "password": PASSWORD,
+            "grant_type": "password",
+            "scope": "",
+        },
     )
     assert response.status_code == 200
     assert set(response.json()) == TOKEN_FIELDS
@@ -101,11 +112,15 @@ async def test_login_rehashes_when_the_parameters_change(
     async with make_client() as client:
         await register(client, name)
     async with clean_db.connect() as conn:
-        before = (await conn.execute(select(User.password_hash).where(User.username == name))).scalar_one()
+        before = (
+            await conn.execute(select(User.password_hash).where(User.username == name))
+        ).scalar_one()
     async with make_client(argon2_memory_cost=2048, argon2_time_cost=2) as client:
         await login(client, name)
     async with clean_db.connect() as conn:
-        after = (await conn.execute(select(User.password_hash).where(User.username == name))).scalar_one()
+        after = (
+            await conn.execute(select(User.password_hash).where(User.username == name))
+        ).scalar_one()
     assert before != after
     assert "m=2048,t=2" in after
     async with make_client(argon2_memory_cost=2048, argon2_time_cost=2) as client:
@@ -116,12 +131,21 @@ async def test_cookie_transport_puts_the_refresh_token_only_in_the_cookie(
     client: AsyncClient, user: dict[str, Any]
 ) -> None:
     response = await client.post(
-        "/login", params={"transport": "cookie"}, json={"username": user["username"], "password": PASSWORD}
+        "/login",
+        params={"transport": "cookie"},
+        json={"username": user["username"], "password": PASSWORD},
     )
     assert response.status_code == 200
     assert "refresh_token" not in response.json()
     cookie = response.headers["set-cookie"]
-    for part in ("authsvc_refresh=", "HttpOnly", "Secure", "SameSite=strict", "Path=/", "Max-Age=3600"):
+    for part in (
+        "authsvc_refresh=",
+        "HttpOnly",
+        "Secure",
+        "SameSite=strict",
+        "Path=/",
+        "Max-Age=3600",
+    ):
         assert part.lower() in cookie.lower()
 
 
@@ -129,6 +153,8 @@ async def test_cookie_secure_false_drops_the_secure_flag(make_client: ClientFact
     async with make_client(cookie_secure=False) as client:
         user = await register(client)
         response = await client.post(
-            "/login", params={"transport": "cookie"}, json={"username": user["username"], "password": PASSWORD}
+            "/login",
+            params={"transport": "cookie"},
+            json={"username": user["username"], "password": PASSWORD},
         )
     assert "secure" not in response.headers["set-cookie"].lower()

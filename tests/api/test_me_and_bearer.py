@@ -23,13 +23,17 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-async def test_me_returns_the_user(client: AsyncClient, user: dict[str, Any], tokens: dict[str, Any]) -> None:
+async def test_me_returns_the_user(
+    client: AsyncClient, user: dict[str, Any], tokens: dict[str, Any]
+) -> None:
     response = await client.get("/me", headers=bearer(tokens["access_token"]))
     assert response.status_code == 200
     assert response.json() == user
 
 
-@pytest.mark.parametrize("header", [None, "", "Bearer", "Bearer   ", "Basic dXNlcjpwYXNz", "Token abc"])
+@pytest.mark.parametrize(
+    "header", [None, "", "Bearer", "Bearer   ", "Basic dXNlcjpwYXNz", "Token abc"]
+)
 async def test_missing_or_non_bearer_credentials(client: AsyncClient, header: str | None) -> None:
     headers = {} if header is None else {"Authorization": header}
     response = await client.get("/me", headers=headers)
@@ -38,11 +42,15 @@ async def test_missing_or_non_bearer_credentials(client: AsyncClient, header: st
     assert response.headers["www-authenticate"] == REALM
 
 
-async def test_expired_access_token(client: AsyncClient, settings: Any, tokens: dict[str, Any]) -> None:
+async def test_expired_access_token(
+    client: AsyncClient, settings: Any, tokens: dict[str, Any]
+) -> None:
     key = load_private_key_file(development_key_path(settings), "ES256")
     payload = jwt.decode(tokens["access_token"], options={"verify_signature": False})
     payload.update(iat=int(time.time()) - 100, exp=int(time.time()) - 10)
-    expired = jwt.encode(payload, key.signer, algorithm="ES256", headers={"typ": "at+jwt", "kid": key.kid})
+    expired = jwt.encode(
+        payload, key.signer, algorithm="ES256", headers={"typ": "at+jwt", "kid": key.kid}
+    )
     response = await client.get("/me", headers=bearer(expired))
     assert response.status_code == 401
     assert response.json()["error"] == "token_expired"
@@ -55,7 +63,9 @@ def _forgeries(settings: Any, access: str) -> dict[str, str]:
     key = load_private_key_file(development_key_path(settings), "ES256")
     header = jwt.get_unverified_header(access)
     payload = jwt.decode(access, options={"verify_signature": False})
-    pem = key.verifier.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    pem = key.verifier.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
 
     def signed(claims: dict[str, Any], **head: Any) -> str:
         return jwt.encode(claims, key.signer, algorithm="ES256", headers={**header, **head})
@@ -68,7 +78,9 @@ def _forgeries(settings: Any, access: str) -> dict[str, str]:
 
         h = base64.urlsafe_b64encode(json.dumps({**header, "alg": "HS256"}).encode()).rstrip(b"=")
         p = base64.urlsafe_b64encode(json.dumps(payload).encode()).rstrip(b"=")
-        sig = base64.urlsafe_b64encode(hmac.new(secret, h + b"." + p, hashlib.sha256).digest()).rstrip(b"=")
+        sig = base64.urlsafe_b64encode(
+            hmac.new(secret, h + b"." + p, hashlib.sha256).digest()
+        ).rstrip(b"=")
         return (h + b"." + p + b"." + sig).decode()
 
     head, body, sig = access.split(".")
@@ -91,8 +103,18 @@ def _forgeries(settings: Any, access: str) -> dict[str, str]:
 
 
 FORGERY_NAMES = [
-    "alg_none", "hs256_with_public_key_pem", "tampered_payload", "tampered_signature", "wrong_typ",
-    "wrong_iss", "wrong_aud", "unknown_kid", "missing_sid", "sub_not_a_user_id", "truncated", "not_base64",
+    "alg_none",
+    "hs256_with_public_key_pem",
+    "tampered_payload",
+    "tampered_signature",
+    "wrong_typ",
+    "wrong_iss",
+    "wrong_aud",
+    "unknown_kid",
+    "missing_sid",
+    "sub_not_a_user_id",
+    "truncated",
+    "not_base64",
 ]
 
 
@@ -111,7 +133,9 @@ async def test_revoked_session_rejects_its_access_token(
     client: AsyncClient, tokens: dict[str, Any], clean_db: AsyncEngine
 ) -> None:
     async with clean_db.begin() as conn:
-        await conn.execute(update(AuthSession).values(revoked_at=datetime.now(UTC), revoked_reason="test"))
+        await conn.execute(
+            update(AuthSession).values(revoked_at=datetime.now(UTC), revoked_reason="test")
+        )
     response = await client.get("/me", headers=bearer(tokens["access_token"]))
     assert response.status_code == 401
     assert response.json()["error"] == "invalid_token"

@@ -24,7 +24,9 @@ def claims(token: str) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("path", ["/generateTokens", "/refresh"])
-async def test_refresh_rotates_the_token(client: AsyncClient, tokens: dict[str, Any], path: str) -> None:
+async def test_refresh_rotates_the_token(
+    client: AsyncClient, tokens: dict[str, Any], path: str
+) -> None:
     response = await refresh(client, tokens["refresh_token"], path)
     assert response.status_code == 200
     body = response.json()
@@ -81,9 +83,13 @@ async def test_reuse_is_caught_late_and_wins_over_expiry(
     assert reused.json()["error"] == "refresh_token_reused"
 
 
-async def test_expired_refresh_token(client: AsyncClient, tokens: dict[str, Any], clean_db: AsyncEngine) -> None:
+async def test_expired_refresh_token(
+    client: AsyncClient, tokens: dict[str, Any], clean_db: AsyncEngine
+) -> None:
     async with clean_db.begin() as conn:
-        await conn.execute(update(RefreshToken).values(expires_at=datetime.now(UTC) - timedelta(seconds=1)))
+        await conn.execute(
+            update(RefreshToken).values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
+        )
     response = await refresh(client, tokens["refresh_token"])
     assert response.status_code == 403
     assert response.json()["error"] == "refresh_token_expired"
@@ -93,7 +99,9 @@ async def test_session_past_its_cap_is_expired(
     client: AsyncClient, tokens: dict[str, Any], clean_db: AsyncEngine
 ) -> None:
     async with clean_db.begin() as conn:
-        await conn.execute(update(AuthSession).values(expires_at=datetime.now(UTC) - timedelta(seconds=1)))
+        await conn.execute(
+            update(AuthSession).values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
+        )
     response = await refresh(client, tokens["refresh_token"])
     assert response.status_code == 403
     assert response.json()["error"] == "refresh_token_expired"
@@ -116,7 +124,9 @@ async def test_revocation_wins_over_expiry(
 
 
 async def test_refresh_expiry_is_capped_by_the_session_lifetime(make_client: ClientFactory) -> None:
-    async with make_client(session_max_lifetime_seconds=600, refresh_token_ttl_seconds=3600) as client:
+    async with make_client(
+        session_max_lifetime_seconds=600, refresh_token_ttl_seconds=3600
+    ) as client:
         user = await register(client)
         pair = await login(client, user["username"])
         assert 598 <= pair["refresh_expires_in"] <= 600
@@ -138,19 +148,27 @@ async def test_malformed_refresh_token(client: AsyncClient, token: str) -> None:
     assert response.json()["error"] == "invalid_refresh_token"
 
 
-async def test_access_token_is_not_a_refresh_token(client: AsyncClient, tokens: dict[str, Any]) -> None:
+async def test_access_token_is_not_a_refresh_token(
+    client: AsyncClient, tokens: dict[str, Any]
+) -> None:
     response = await refresh(client, tokens["access_token"])
     assert response.status_code == 403
     assert response.json()["error"] == "invalid_refresh_token"
 
 
-async def test_refresh_token_is_not_an_access_token(client: AsyncClient, tokens: dict[str, Any]) -> None:
-    response = await client.get("/me", headers={"Authorization": f"Bearer {tokens['refresh_token']}"})
+async def test_refresh_token_is_not_an_access_token(
+    client: AsyncClient, tokens: dict[str, Any]
+) -> None:
+    response = await client.get(
+        "/me", headers={"Authorization": f"Bearer {tokens['refresh_token']}"}
+    )
     assert response.status_code == 401
     assert response.json()["error"] == "invalid_token"
 
 
-async def test_forged_refresh_tokens_are_rejected(client: AsyncClient, tokens: dict[str, Any]) -> None:
+async def test_forged_refresh_tokens_are_rejected(
+    client: AsyncClient, tokens: dict[str, Any]
+) -> None:
     payload = claims(tokens["refresh_token"])
     header = jwt.get_unverified_header(tokens["refresh_token"])
     forgeries = [
@@ -170,7 +188,9 @@ async def test_forged_refresh_tokens_are_rejected(client: AsyncClient, tokens: d
     assert (await refresh(client, tokens["refresh_token"])).status_code == 200
 
 
-async def test_unknown_but_validly_signed_refresh_token(client: AsyncClient, tokens: dict[str, Any], clean_db: AsyncEngine) -> None:
+async def test_unknown_but_validly_signed_refresh_token(
+    client: AsyncClient, tokens: dict[str, Any], clean_db: AsyncEngine
+) -> None:
     async with clean_db.begin() as conn:
         await conn.execute(RefreshToken.__table__.delete())
     response = await refresh(client, tokens["refresh_token"])
@@ -188,7 +208,9 @@ async def test_no_token_at_all_is_a_validation_error(client: AsyncClient) -> Non
 # -- grace window ----------------------------------------------------------------------
 
 
-async def test_grace_retry_returns_the_same_successor(make_client: ClientFactory, clean_db: AsyncEngine) -> None:
+async def test_grace_retry_returns_the_same_successor(
+    make_client: ClientFactory, clean_db: AsyncEngine
+) -> None:
     async with make_client(refresh_reuse_grace_seconds=30) as client:
         user = await register(client)
         pair = await login(client, user["username"])
@@ -197,7 +219,9 @@ async def test_grace_retry_returns_the_same_successor(make_client: ClientFactory
         assert retry.status_code == 200
         assert retry.json()["refresh_token"] == first["refresh_token"]
         assert retry.json()["refresh_expires_in"] <= first["refresh_expires_in"]
-        me = await client.get("/me", headers={"Authorization": f"Bearer {retry.json()['access_token']}"})
+        me = await client.get(
+            "/me", headers={"Authorization": f"Bearer {retry.json()['access_token']}"}
+        )
         assert me.status_code == 200
         # The chain goes on from the shared successor; nothing was revoked.
         nxt = await refresh(client, first["refresh_token"])
@@ -218,7 +242,9 @@ async def test_grace_covers_only_the_immediate_predecessor(make_client: ClientFa
         stale = await refresh(client, pair["refresh_token"])
         assert stale.status_code == 403
         assert stale.json()["error"] == "refresh_token_reused"
-        assert (await refresh(client, third["refresh_token"])).json()["error"] == "refresh_token_revoked"
+        assert (await refresh(client, third["refresh_token"])).json()[
+            "error"
+        ] == "refresh_token_revoked"
 
 
 async def test_repeat_after_the_grace_window_is_reuse(
@@ -245,7 +271,9 @@ async def test_concurrent_presentations_over_asgi_give_one_success(
     responses = await asyncio.gather(*(refresh(client, tokens["refresh_token"]) for _ in range(8)))
     statuses = sorted(r.status_code for r in responses)
     assert statuses == [200] + [403] * 7
-    assert {r.json()["error"] for r in responses if r.status_code == 403} == {"refresh_token_reused"}
+    assert {r.json()["error"] for r in responses if r.status_code == 403} == {
+        "refresh_token_reused"
+    }
 
 
 # -- cookie transport --------------------------------------------------------------------
@@ -260,7 +288,9 @@ async def _cookie_login(client: AsyncClient, username: str) -> str:
     return cookie.split("=", 1)[1]
 
 
-async def test_refresh_by_cookie_answers_by_cookie(client: AsyncClient, user: dict[str, Any]) -> None:
+async def test_refresh_by_cookie_answers_by_cookie(
+    client: AsyncClient, user: dict[str, Any]
+) -> None:
     token = await _cookie_login(client, user["username"])
     response = await client.post("/refresh", headers={"Cookie": f"authsvc_refresh={token}"})
     assert response.status_code == 200
@@ -275,7 +305,9 @@ async def test_body_token_wins_over_cookie(client: AsyncClient, user: dict[str, 
     cookie_token = await _cookie_login(client, user["username"])
     pair = await login(client, user["username"])
     response = await client.post(
-        "/refresh", json={"refresh_token": pair["refresh_token"]}, headers={"Cookie": f"authsvc_refresh={cookie_token}"}
+        "/refresh",
+        json={"refresh_token": pair["refresh_token"]},
+        headers={"Cookie": f"authsvc_refresh={cookie_token}"},
     )
     assert response.status_code == 200
     assert "refresh_token" in response.json()
@@ -288,11 +320,13 @@ async def test_cookie_from_a_foreign_origin_is_refused_and_consumes_nothing(
         user = await register(client)
         token = await _cookie_login(client, user["username"])
         foreign = await client.post(
-            "/refresh", headers={"Cookie": f"authsvc_refresh={token}", "Origin": "https://evil.example"}
+            "/refresh",
+            headers={"Cookie": f"authsvc_refresh={token}", "Origin": "https://evil.example"},
         )
         assert foreign.status_code == 403
         assert foreign.json()["error"] == "origin_not_allowed"
         allowed = await client.post(
-            "/refresh", headers={"Cookie": f"authsvc_refresh={token}", "Origin": "https://app.example"}
+            "/refresh",
+            headers={"Cookie": f"authsvc_refresh={token}", "Origin": "https://app.example"},
         )
         assert allowed.status_code == 200

@@ -63,7 +63,9 @@ async def test_password_of_128_unicode_characters_is_accepted_whole(client: Asyn
     user = await register(client, password=password)
     ok = await client.post("/login", json={"username": user["username"], "password": password})
     assert ok.status_code == 200
-    wrong = await client.post("/login", json={"username": user["username"], "password": password[:-1] + "y"})
+    wrong = await client.post(
+        "/login", json={"username": user["username"], "password": password[:-1] + "y"}
+    )
     assert wrong.status_code == 401
 
 
@@ -71,7 +73,7 @@ async def test_validation_errors_never_echo_the_password(client: AsyncClient) ->
     secret = "s3cret-\ud800-surrogate"
     response = await client.post(
         "/register",
-        content=('{"username": "dave1", "password": "s3cret-\\ud800-surrogate"}').encode(),
+        content=(b'{"username": "dave1", "password": "s3cret-\\ud800-surrogate"}'),
         headers={"Content-Type": "application/json"},
     )
     assert response.status_code == 422
@@ -82,13 +84,17 @@ async def test_validation_errors_never_echo_the_password(client: AsyncClient) ->
 
 async def test_registration_can_be_closed(make_client: ClientFactory) -> None:
     async with make_client(allow_registration=False) as client:
-        response = await client.post("/register", json={"username": unique_username(), "password": PASSWORD})
+        response = await client.post(
+            "/register", json={"username": unique_username(), "password": PASSWORD}
+        )
     assert response.status_code == 403
     assert response.json()["error"] == "registration_disabled"
 
 
 async def test_malformed_json_is_a_validation_error(client: AsyncClient) -> None:
-    response = await client.post("/register", content=b"{not json", headers={"Content-Type": "application/json"})
+    response = await client.post(
+        "/register", content=b"{not json", headers={"Content-Type": "application/json"}
+    )
     assert response.status_code == 422
     assert response.json()["error"] == "validation_error"
 
@@ -108,7 +114,9 @@ async def test_streamed_body_over_64_kib_is_counted_not_trusted(client: AsyncCli
         yield b'"}'
 
     # No Content-Length: the body arrives chunked and must be counted as it streams in.
-    response = await client.post("/register", content=chunks(), headers={"Content-Type": "application/json"})
+    response = await client.post(
+        "/register", content=chunks(), headers={"Content-Type": "application/json"}
+    )
     assert response.status_code == 413
     assert response.json()["error"] == "payload_too_large"
 
@@ -119,6 +127,8 @@ async def test_lying_content_length_is_counted(client: AsyncClient) -> None:
             yield b"z" * 4096
 
     response = await client.post(
-        "/register", content=chunks(), headers={"Content-Type": "application/json", "Content-Length": "10"}
+        "/register",
+        content=chunks(),
+        headers={"Content-Type": "application/json", "Content-Length": "10"},
     )
     assert response.status_code == 413

@@ -21,7 +21,9 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 def chromium() -> str:
     if CHROMIUM is None:
         if IN_CI:
-            pytest.fail("CI=true but chromium is not installed (.ci/run installs Debian's chromium)")
+            pytest.fail(
+                "CI=true but chromium is not installed (.ci/run installs Debian's chromium)"
+            )
         pytest.skip("Debian's chromium is not installed")
     return CHROMIUM
 

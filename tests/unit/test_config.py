@@ -21,7 +21,11 @@ def test_defaults_match_the_contract() -> None:
     assert s.refresh_reuse_grace_seconds == 0
     assert s.jwt_algorithm == "ES256"
     assert (s.issuer, s.audience) == ("authsvc", "authsvc")
-    assert (s.login_max_attempts, s.login_window_seconds, s.login_max_attempts_per_address) == (5, 300, 100)
+    assert (s.login_max_attempts, s.login_window_seconds, s.login_max_attempts_per_address) == (
+        5,
+        300,
+        100,
+    )
     assert s.cookie_secure is True
     assert s.password_min_length == 12
     assert (s.argon2_memory_cost, s.argon2_time_cost, s.argon2_parallelism) == (19456, 2, 1)

@@ -93,7 +93,9 @@ def test_over_long_tokens_are_rejected_before_parsing(tmp_path: Path) -> None:
 
 def test_refresh_tokens_are_deterministic_and_keyed(tmp_path: Path) -> None:
     c = codec(tmp_path)
-    claims = RefreshClaims(sub="u", sid="s", jti=c.successor_jti("ab" * 32), iat=1_700_000_000, exp=1_700_003_600)
+    claims = RefreshClaims(
+        sub="u", sid="s", jti=c.successor_jti("ab" * 32), iat=1_700_000_000, exp=1_700_003_600
+    )
     assert c.issue_refresh_token(claims) == c.issue_refresh_token(claims)
     assert c.decode_refresh_token(c.issue_refresh_token(claims)) == claims
     other = codec(tmp_path / "other")  # another signing key derives another refresh key
@@ -106,7 +108,9 @@ def test_previous_keys_still_verify(tmp_path: Path) -> None:
     s = settings(tmp_path)
     old = SigningKey.from_private_key("ES256", generate_private_key("ES256"))
     new = SigningKey.from_private_key("ES256", generate_private_key("ES256"))
-    token, _ = TokenCodec(s, old).issue_access_token(user_id="u", session_id="s", now=datetime.now(UTC))
+    token, _ = TokenCodec(s, old).issue_access_token(
+        user_id="u", session_id="s", now=datetime.now(UTC)
+    )
     rotated = TokenCodec(s, new, previous_keys=[old])
     assert rotated.decode_access_token(token).sub == "u"
     assert {k["kid"] for k in rotated.jwks()["keys"]} == {old.kid, new.kid}

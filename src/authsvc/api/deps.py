@@ -41,7 +41,11 @@ DbSession = Annotated[AsyncSession, Depends(get_db)]
 
 def get_auth_service(ctx: ContextDep, db: DbSession) -> AuthService:
     return AuthService(
-        db, settings=ctx.settings, hasher=ctx.hasher, codec=ctx.codec, events=ctx.events,
+        db,
+        settings=ctx.settings,
+        hasher=ctx.hasher,
+        codec=ctx.codec,
+        events=ctx.events,
         throttle=ctx.throttle,
     )
 

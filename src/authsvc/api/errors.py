@@ -48,7 +48,9 @@ REALM = 'Bearer realm="authsvc"'
 WWW_AUTHENTICATE: dict[ErrorCode, str] = {
     ErrorCode.NOT_AUTHENTICATED: REALM,
     ErrorCode.INVALID_CREDENTIALS: REALM,
-    ErrorCode.TOKEN_EXPIRED: f'{REALM}, error="invalid_token", error_description="The access token expired"',
+    ErrorCode.TOKEN_EXPIRED: (
+        f'{REALM}, error="invalid_token", error_description="The access token expired"'
+    ),
     ErrorCode.INVALID_TOKEN: f'{REALM}, error="invalid_token"',
     ErrorCode.INVALID_CLIENT: 'Basic realm="authsvc"',
 }
@@ -61,7 +63,9 @@ _HTTP_CODES = {
 }
 
 
-def error_response(code: ErrorCode | str, detail: Any, status: int, headers: dict[str, str] | None = None) -> JSONResponse:
+def error_response(
+    code: ErrorCode | str, detail: Any, status: int, headers: dict[str, str] | None = None
+) -> JSONResponse:
     return JSONResponse({"error": str(code), "detail": detail}, status_code=status, headers=headers)
 
 
@@ -84,7 +88,8 @@ def _safe_validation_errors(errors: Any) -> list[dict[str, Any]]:
         if "ctx" in err:
             item["ctx"] = {k: str(v) for k, v in err["ctx"].items()}
         cleaned.append(item)
-    return jsonable_encoder(cleaned)
+    encoded: list[dict[str, Any]] = jsonable_encoder(cleaned)
+    return encoded
 
 
 async def _on_auth_error(_request: Request, exc: Exception) -> JSONResponse:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import ClassVar
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -68,7 +69,10 @@ class BodySizeLimitMiddleware:
 
     async def _refuse(self, send: Send) -> None:
         body = json.dumps(
-            {"error": "payload_too_large", "detail": f"The request body exceeds {self.max_bytes} bytes."}
+            {
+                "error": "payload_too_large",
+                "detail": f"The request body exceeds {self.max_bytes} bytes.",
+            }
         ).encode()
         await send(
             {
@@ -89,7 +93,7 @@ class BodySizeLimitMiddleware:
 class SecurityHeadersMiddleware:
     """Headers every response carries."""
 
-    HEADERS = [
+    HEADERS: ClassVar[list[tuple[bytes, bytes]]] = [
         (b"x-content-type-options", b"nosniff"),
         (b"referrer-policy", b"no-referrer"),
         (b"x-frame-options", b"DENY"),

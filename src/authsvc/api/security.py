@@ -17,7 +17,9 @@ from authsvc.security.tokens import AccessClaims
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="login", auto_error=False)
 
 
-def get_access_claims(ctx: ContextDep, token: Annotated[str | None, Depends(oauth2_scheme)]) -> AccessClaims:
+def get_access_claims(
+    ctx: ContextDep, token: Annotated[str | None, Depends(oauth2_scheme)]
+) -> AccessClaims:
     if not token or not token.strip():
         raise NotAuthenticated()
     return ctx.codec.decode_access_token(token.strip())

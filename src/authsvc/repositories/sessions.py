@@ -184,7 +184,9 @@ class SessionRepository:
         )
         return len(result.all())
 
-    async def active_user(self, *, session_id: uuid.UUID, user_id: uuid.UUID, now: datetime) -> User | None:
+    async def active_user(
+        self, *, session_id: uuid.UUID, user_id: uuid.UUID, now: datetime
+    ) -> User | None:
         """The user of a live session (not revoked, within its cap, user enabled)."""
         result = await self._session.execute(
             select(User)

@@ -23,7 +23,9 @@ class UserRepository:
         return result.scalar_one_or_none()
 
     async def add(self, *, username: str, password_hash: str, now: datetime) -> User:
-        user = User(id=uuid.uuid4(), username=username.lower(), password_hash=password_hash, created_at=now)
+        user = User(
+            id=uuid.uuid4(), username=username.lower(), password_hash=password_hash, created_at=now
+        )
         self._session.add(user)
         await self._session.flush()
         return user
@@ -34,4 +36,6 @@ class UserRepository:
         )
 
     async def set_disabled(self, user_id: uuid.UUID, disabled_at: datetime | None) -> None:
-        await self._session.execute(update(User).where(User.id == user_id).values(disabled_at=disabled_at))
+        await self._session.execute(
+            update(User).where(User.id == user_id).values(disabled_at=disabled_at)
+        )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -21,7 +22,11 @@ PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | rsa.RSAPri
 PublicKey = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | rsa.RSAPublicKey
 
 # RFC 7638 §3.2: the required members of each key type, in lexicographic order.
-_THUMBPRINT_MEMBERS = {"EC": ("crv", "kty", "x", "y"), "RSA": ("e", "kty", "n"), "OKP": ("crv", "kty", "x")}
+_THUMBPRINT_MEMBERS = {
+    "EC": ("crv", "kty", "x", "y"),
+    "RSA": ("e", "kty", "n"),
+    "OKP": ("crv", "kty", "x"),
+}
 
 
 class KeyConfigError(Exception):
@@ -86,8 +91,11 @@ def jwk_thumbprint_oct(secret: bytes) -> str:
 
 def _check_key_fits(algorithm: str, key: PrivateKey) -> None:
     ok = (
-        (algorithm == "ES256" and isinstance(key, ec.EllipticCurvePrivateKey)
-         and isinstance(key.curve, ec.SECP256R1))
+        (
+            algorithm == "ES256"
+            and isinstance(key, ec.EllipticCurvePrivateKey)
+            and isinstance(key.curve, ec.SECP256R1)
+        )
         or (algorithm == "EdDSA" and isinstance(key, ed25519.Ed25519PrivateKey))
         or (algorithm == "RS256" and isinstance(key, rsa.RSAPrivateKey) and key.key_size >= 2048)
     )
@@ -120,7 +128,9 @@ def load_private_key_file(path: Path, algorithm: str) -> SigningKey:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as exc:
         raise KeyConfigError(f"{path} is not an unencrypted PEM private key ({exc})") from None
-    if not isinstance(key, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey):
+    if not isinstance(
+        key, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey
+    ):
         raise KeyConfigError(f"{path} holds an unsupported key type")
     return SigningKey.from_private_key(algorithm, key)
 
@@ -135,10 +145,8 @@ def _create_exclusively(path: Path, content: bytes) -> None:
             fh.write(content)
             fh.flush()
             os.fsync(fh.fileno())
-        try:
-            os.link(tmp, path)  # atomic; fails if another process got there first
-        except FileExistsError:
-            pass
+        with contextlib.suppress(FileExistsError):  # another process got there first
+            os.link(tmp, path)  # atomic
     finally:
         tmp.unlink(missing_ok=True)
 

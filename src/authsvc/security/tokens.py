@@ -40,7 +40,9 @@ def token_hash(token: str) -> str:
 
 
 def _derive_refresh_key(material: bytes) -> bytes:
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"authsvc refresh-token v1").derive(material)
+    return HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=None, info=b"authsvc refresh-token v1"
+    ).derive(material)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +86,9 @@ class TokenCodec:
         self.signing_key = signing_key
         self._keys: dict[str, SigningKey] = {k.kid: k for k in previous_keys}
         self._keys[signing_key.kid] = signing_key
-        self._refresh_keys = {kid: _derive_refresh_key(k.secret_material) for kid, k in self._keys.items()}
+        self._refresh_keys = {
+            kid: _derive_refresh_key(k.secret_material) for kid, k in self._keys.items()
+        }
 
     @property
     def refresh_audience(self) -> str:
@@ -93,7 +97,9 @@ class TokenCodec:
 
     # -- access tokens -------------------------------------------------------------------
 
-    def issue_access_token(self, *, user_id: str, session_id: str, now: datetime) -> tuple[str, int]:
+    def issue_access_token(
+        self, *, user_id: str, session_id: str, now: datetime
+    ) -> tuple[str, int]:
         iat = int(now.timestamp())
         exp = iat + self._access_ttl
         claims = {
@@ -107,7 +113,10 @@ class TokenCodec:
         }
         key = self.signing_key
         token = jwt.encode(
-            claims, key.signer, algorithm=key.algorithm, headers={"typ": ACCESS_TOKEN_TYPE, "kid": key.kid}
+            claims,
+            key.signer,
+            algorithm=key.algorithm,
+            headers={"typ": ACCESS_TOKEN_TYPE, "kid": key.kid},
         )
         return token, exp
 
@@ -138,7 +147,9 @@ class TokenCodec:
         payload = decoded["payload"]
         if not all(isinstance(payload[c], str) for c in ("sub", "sid", "jti")):
             raise InvalidToken()
-        return AccessClaims(payload["sub"], payload["sid"], payload["jti"], payload["iat"], payload["exp"], payload)
+        return AccessClaims(
+            payload["sub"], payload["sid"], payload["jti"], payload["iat"], payload["exp"], payload
+        )
 
     def jwks(self) -> dict[str, list[dict[str, Any]]]:
         """The public keys that verify access tokens (none for an HMAC algorithm)."""
@@ -161,7 +172,9 @@ class TokenCodec:
         the key nor any token, so the stored rows alone do not yield a usable token.
         """
         key = self._refresh_keys[kid or self.signing_key.kid]
-        return b64url(hmac.new(key, b"successor:" + consumed_hash.encode(), hashlib.sha256).digest()[:16])
+        return b64url(
+            hmac.new(key, b"successor:" + consumed_hash.encode(), hashlib.sha256).digest()[:16]
+        )
 
     def issue_refresh_token(self, claims: RefreshClaims, kid: str | None = None) -> str:
         """Deterministic: the same claims (and ``kid``; default: the current key's) always
@@ -210,4 +223,6 @@ class TokenCodec:
             raise InvalidRefreshToken()
         if not all(isinstance(payload[c], int) for c in ("iat", "exp")):
             raise InvalidRefreshToken()
-        return RefreshClaims(payload["sub"], payload["sid"], payload["jti"], payload["iat"], payload["exp"])
+        return RefreshClaims(
+            payload["sub"], payload["sid"], payload["jti"], payload["iat"], payload["exp"]
+        )

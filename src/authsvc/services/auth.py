@@ -102,8 +102,11 @@ class AuthService:
         """Check the password and start a session with its first refresh token."""
         username = username.lower()
         event = AuthEvent(
-            EventType.LOGIN_FAILED, now, username=username,
-            ip_address=client.ip_address, user_agent=client.user_agent,
+            EventType.LOGIN_FAILED,
+            now,
+            username=username,
+            ip_address=client.ip_address,
+            user_agent=client.user_agent,
         )
         # Before any hashing: a throttled attempt costs no argon2, whatever its password.
         await begin_read_only(self._db)
@@ -130,7 +133,9 @@ class AuthService:
             await self._events.record(replace(event, user_id=user_id, detail="wrong_password"))
             raise InvalidCredentials()
         if disabled_at is not None:
-            await self._events.record(replace(event, type=EventType.LOGIN_DISABLED, user_id=user_id))
+            await self._events.record(
+                replace(event, type=EventType.LOGIN_DISABLED, user_id=user_id)
+            )
             raise AccountDisabled()
         if new_hash is not None:
             await self._users.set_password_hash(user_id, new_hash)
@@ -138,11 +143,15 @@ class AuthService:
         tokens = await self._start_session(user_id, client, now)
         await self._db.commit()
         await self._events.record(
-            replace(event, type=EventType.LOGIN_SUCCEEDED, user_id=user_id, session_id=tokens.session_id)
+            replace(
+                event, type=EventType.LOGIN_SUCCEEDED, user_id=user_id, session_id=tokens.session_id
+            )
         )
         return tokens
 
-    async def _start_session(self, user_id: uuid.UUID, client: ClientInfo, now: datetime) -> IssuedTokens:
+    async def _start_session(
+        self, user_id: uuid.UUID, client: ClientInfo, now: datetime
+    ) -> IssuedTokens:
         cap = now + timedelta(seconds=self._settings.session_max_lifetime_seconds)
         session = await self._sessions.create(
             user_id=user_id,
@@ -168,17 +177,23 @@ class AuthService:
         )
         return self._pair(user_id, session.id, refresh, claims.exp, now)
 
-    async def refresh(self, *, refresh_token: str, client: ClientInfo, now: datetime) -> IssuedTokens:
+    async def refresh(
+        self, *, refresh_token: str, client: ClientInfo, now: datetime
+    ) -> IssuedTokens:
         """Rotate: consume the presented token and issue its successor, in one transaction."""
         try:
             self._codec.decode_refresh_token(refresh_token)
         except InvalidRefreshToken:
-            await self._events.record(AuthEvent(EventType.REFRESH_INVALID, now, ip_address=client.ip_address))
+            await self._events.record(
+                AuthEvent(EventType.REFRESH_INVALID, now, ip_address=client.ip_address)
+            )
             raise
         presented_hash = token_hash(refresh_token)
         consumed = await self._sessions.consume_active(presented_hash, now)
         if consumed is not None:
-            head = await self._sessions.touch_active(consumed.session_id, now, ip_address=client.ip_address)
+            head = await self._sessions.touch_active(
+                consumed.session_id, now, ip_address=client.ip_address
+            )
             if head is not None:
                 claims = self._successor_claims(consumed.token_hash, consumed_at=now, head=head)
                 successor = self._codec.issue_refresh_token(claims)
@@ -193,8 +208,12 @@ class AuthService:
                 await self._db.commit()
                 await self._events.record(
                     AuthEvent(
-                        EventType.REFRESH_ROTATED, now, user_id=head.user_id, session_id=head.id,
-                        ip_address=client.ip_address, user_agent=client.user_agent,
+                        EventType.REFRESH_ROTATED,
+                        now,
+                        user_id=head.user_id,
+                        session_id=head.id,
+                        ip_address=client.ip_address,
+                        user_agent=client.user_agent,
                     )
                 )
                 return tokens
@@ -202,15 +221,23 @@ class AuthService:
             await self._db.rollback()
         return await self._refuse_or_replay(presented_hash, client, now)
 
-    async def _refuse_or_replay(self, presented_hash: str, client: ClientInfo, now: datetime) -> IssuedTokens:
+    async def _refuse_or_replay(
+        self, presented_hash: str, client: ClientInfo, now: datetime
+    ) -> IssuedTokens:
         state = await self._sessions.token_state(presented_hash)
         if state is None:
             await self._db.rollback()
-            await self._events.record(AuthEvent(EventType.REFRESH_INVALID, now, ip_address=client.ip_address))
+            await self._events.record(
+                AuthEvent(EventType.REFRESH_INVALID, now, ip_address=client.ip_address)
+            )
             raise InvalidRefreshToken()
         event = AuthEvent(
-            EventType.REFRESH_INVALID, now, user_id=state.user_id, session_id=state.session_id,
-            ip_address=client.ip_address, user_agent=client.user_agent,
+            EventType.REFRESH_INVALID,
+            now,
+            user_id=state.user_id,
+            session_id=state.session_id,
+            ip_address=client.ip_address,
+            user_agent=client.user_agent,
         )
         if state.consumed_at is not None:
             replay = await self._grace_replay(state, now)
@@ -224,7 +251,11 @@ class AuthService:
             revoked = await self._sessions.revoke(state.session_id, now, "reuse_detected")
             await self._db.commit()
             await self._events.record(
-                replace(event, type=EventType.REFRESH_REUSED, detail="session_revoked" if revoked else None)
+                replace(
+                    event,
+                    type=EventType.REFRESH_REUSED,
+                    detail="session_revoked" if revoked else None,
+                )
             )
             raise RefreshTokenReused()
         await self._db.rollback()
@@ -284,11 +315,18 @@ class AuthService:
             sid=str(head.id),
             jti=self._codec.successor_jti(consumed_hash, kid),
             iat=iat,
-            exp=min(iat + self._settings.refresh_token_ttl_seconds, int(head.expires_at.timestamp())),
+            exp=min(
+                iat + self._settings.refresh_token_ttl_seconds, int(head.expires_at.timestamp())
+            ),
         )
 
     def _pair(
-        self, user_id: uuid.UUID, session_id: uuid.UUID, refresh: str, refresh_exp: int, now: datetime
+        self,
+        user_id: uuid.UUID,
+        session_id: uuid.UUID,
+        refresh: str,
+        refresh_exp: int,
+        now: datetime,
     ) -> IssuedTokens:
         access, access_exp = self._codec.issue_access_token(
             user_id=str(user_id), session_id=str(session_id), now=now

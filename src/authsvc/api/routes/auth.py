@@ -9,9 +9,9 @@ from fastapi.exceptions import RequestValidationError
 
 from authsvc.api.bodies import json_or_form_body, parse_json_or_form
 from authsvc.api.deps import AuthServiceDep, Client, Now, SettingsDep
+from authsvc.api.responses import errors
 from authsvc.config import Settings
 from authsvc.errors import ErrorCode, OriginNotAllowed
-from authsvc.api.responses import errors
 from authsvc.schemas import LoginRequest, RefreshRequest, RegisterRequest, TokenPair, UserOut
 from authsvc.services.auth import IssuedTokens
 
@@ -24,7 +24,9 @@ Transport = Annotated[
 ]
 
 
-def token_response(response: Response, tokens: IssuedTokens, *, transport: str, settings: Settings) -> TokenPair:
+def token_response(
+    response: Response, tokens: IssuedTokens, *, transport: str, settings: Settings
+) -> TokenPair:
     response.headers["Cache-Control"] = "no-store"
     response.headers["Pragma"] = "no-cache"
     refresh: str | None = tokens.refresh_token
@@ -55,7 +57,11 @@ def token_response(response: Response, tokens: IssuedTokens, *, transport: str, 
     responses=errors(
         (409, ErrorCode.USERNAME_TAKEN, "the username is registered already"),
         (403, ErrorCode.REGISTRATION_DISABLED, "registration is closed"),
-        (422, ErrorCode.WEAK_PASSWORD, "the password breaks the policy (the detail names the rule)"),
+        (
+            422,
+            ErrorCode.WEAK_PASSWORD,
+            "the password breaks the policy (the detail names the rule)",
+        ),
         (422, ErrorCode.VALIDATION_ERROR, "malformed body"),
     ),
 )
@@ -88,7 +94,9 @@ async def login(
     transport: Transport = "json",
 ) -> TokenPair:
     body = await parse_json_or_form(request, LoginRequest)
-    tokens = await service.login(username=body.username, password=body.password, client=client, now=now)
+    tokens = await service.login(
+        username=body.username, password=body.password, client=client, now=now
+    )
     return token_response(response, tokens, transport=transport, settings=settings)
 
 
@@ -152,4 +160,6 @@ async def refresh(
 ) -> TokenPair:
     token, via_cookie = refresh_token_from(body, cookie, origin, settings)
     tokens = await service.refresh(refresh_token=token, client=client, now=now)
-    return token_response(response, tokens, transport="cookie" if via_cookie else transport, settings=settings)
+    return token_response(
+        response, tokens, transport="cookie" if via_cookie else transport, settings=settings
+    )

@@ -10,6 +10,9 @@ from authsvc.schemas import UserOut
 
 router = APIRouter(tags=["account"])
 
-@router.get("/me", response_model=UserOut, summary="The authenticated user", responses=BEARER_ERRORS)
+
+@router.get(
+    "/me", response_model=UserOut, summary="The authenticated user", responses=BEARER_ERRORS
+)
 async def me(user: CurrentUser) -> UserOut:
     return UserOut(id=user.id, username=user.username, created_at=user.created_at)
