@@ -25,8 +25,8 @@ def revoked(metrics: ServiceMetrics, reason: str) -> float:
     [
         (AuthEvent(EventType.LOGOUT, NOW, session_id=SID), "logout", 1),
         (AuthEvent(EventType.LOGOUT, NOW, session_id=SID, detail="already ended"), "logout", 0),
-        (AuthEvent(EventType.LOGOUT, NOW, detail="all sessions (3 revoked)"), "logout", 3),
-        (AuthEvent(EventType.LOGOUT, NOW, detail="all sessions (0 revoked)"), "logout", 0),
+        (AuthEvent(EventType.LOGOUT, NOW, extra={"sessions_revoked": "3"}), "logout", 3),
+        (AuthEvent(EventType.LOGOUT, NOW, extra={"sessions_revoked": "0"}), "logout", 0),
         (
             AuthEvent(
                 EventType.SESSION_REVOKED,
@@ -38,7 +38,7 @@ def revoked(metrics: ServiceMetrics, reason: str) -> float:
             1,
         ),
         (
-            AuthEvent(EventType.USER_DISABLED, NOW, detail="2 session(s) revoked"),
+            AuthEvent(EventType.USER_DISABLED, NOW, extra={"sessions_revoked": "2"}),
             "user_disabled",
             2,
         ),

@@ -55,7 +55,6 @@ REVOCATIONS: dict[EventType, str] = {
 }
 
 ALREADY_ENDED = "already ended"  # services.sessions' detail for a no-op revocation
-_COUNT_IN_DETAIL = re.compile(r"(\d+)\s*(?:session|revoked)")
 _LIVE_GAUGE_FILE = re.compile(r"^gauge_live\w*_(\d+)\.db$")
 
 
@@ -135,20 +134,16 @@ class MetricsSink:
 def revoked_sessions(event: AuthEvent) -> int:
     """How many sessions a revocation event ended.
 
-    ``extra["sessions_revoked"]`` when the service says; otherwise one for an event about
-    one session, none when it had already ended, and for a bulk revocation (logout
-    everywhere, a disabled user) the count its detail states ("3 session(s) revoked").
+    A bulk revocation (logout everywhere, a disabled user) states its count in
+    ``extra["sessions_revoked"]``; an event about one session ended one, unless it had
+    already ended.
     """
     stated = event.extra.get("sessions_revoked")
     if stated is not None and stated.isdigit():
         return int(stated)
-    detail = event.detail or ""
-    if detail == ALREADY_ENDED:
+    if event.detail == ALREADY_ENDED:
         return 0
-    if event.session_id is not None:
-        return 1
-    match = _COUNT_IN_DETAIL.search(detail)
-    return int(match.group(1)) if match else 0
+    return 1 if event.session_id is not None else 0
 
 
 def instrument(app: FastAPI, registry: CollectorRegistry) -> None:

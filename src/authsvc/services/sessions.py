@@ -82,6 +82,7 @@ class SessionService:
                 ip_address=client.ip_address,
                 user_agent=client.user_agent,
                 detail=f"all sessions ({count} revoked)",
+                extra={"sessions_revoked": str(count)},
             )
         )
         return count

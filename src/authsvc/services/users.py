@@ -37,6 +37,7 @@ class UserAdminService:
                 user_id=user.id,
                 username=user.username,
                 detail=f"{revoked} session(s) revoked",
+                extra={"sessions_revoked": str(revoked)},
             )
         )
         return revoked
