@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     db_connect_timeout_seconds: float = Field(2.0, gt=0)
     db_pool_timeout_seconds: float = Field(1.0, gt=0)
     db_statement_timeout_seconds: float = Field(2.0, gt=0)
+    # Behind PgBouncer in transaction mode: no prepared-statement caches, unique statement
+    # names, no session settings at startup (set statement_timeout on the role instead).
+    db_pgbouncer: bool = False
 
     # "auto": readable lines on a terminal, JSON lines otherwise.
     log_format: Literal["auto", "json", "text"] = "auto"

@@ -6,6 +6,8 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
+import uuid
+
 import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import DateTime, MetaData, event
 from sqlalchemy.engine import Dialect, make_url
@@ -128,18 +130,38 @@ def make_engine(settings: Settings, **overrides: Any) -> AsyncEngine:
         "pool_timeout": settings.db_pool_timeout_seconds,
         "pool_pre_ping": True,
         "pool_recycle": 1800,
-        "connect_args": {
-            "connection_class": QuickCloseConnection,
-            "timeout": settings.db_connect_timeout_seconds,
-            "command_timeout": settings.db_statement_timeout_seconds,
-            "server_settings": {
-                "statement_timeout": str(int(settings.db_statement_timeout_seconds * 1000)),
-                "idle_in_transaction_session_timeout": "30000",
-                "application_name": "authsvc",
-            },
-        },
+        "connect_args": _asyncpg_connect_args(settings),
     }
     return create_async_engine(url, **_with_overrides(kwargs, overrides))
+
+
+def _asyncpg_connect_args(settings: Settings) -> dict[str, Any]:
+    args: dict[str, Any] = {
+        "connection_class": QuickCloseConnection,
+        "timeout": settings.db_connect_timeout_seconds,
+        # Enforced by the client (and a cancel request), so it holds behind PgBouncer too.
+        "command_timeout": settings.db_statement_timeout_seconds,
+        "server_settings": {"application_name": "authsvc"},
+    }
+    if settings.db_pgbouncer:
+        # Transaction pooling hands each transaction whichever server connection is free:
+        # a statement prepared on one is unknown (or its name taken) on the next. So no
+        # caches, and names that cannot collide. PgBouncer refuses session settings as
+        # startup parameters; the statement timeout then belongs on the role
+        # (docs/deployment.md).
+        args["statement_cache_size"] = 0
+        args["prepared_statement_cache_size"] = 0
+        args["prepared_statement_name_func"] = _unique_statement_name
+    else:
+        args["server_settings"].update(
+            statement_timeout=str(int(settings.db_statement_timeout_seconds * 1000)),
+            idle_in_transaction_session_timeout="30000",
+        )
+    return args
+
+
+def _unique_statement_name() -> str:
+    return f"__asyncpg_{uuid.uuid4().hex}__"
 
 
 class QuickCloseConnection(asyncpg.Connection):  # type: ignore[misc]
