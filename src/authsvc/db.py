@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from datetime import UTC, datetime
 from typing import Any
-
-import uuid
 
 import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import DateTime, MetaData, event

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import ClassVar
 
 from starlette.exceptions import HTTPException
@@ -68,26 +69,37 @@ class BodySizeLimitMiddleware:
                 await self._refuse(send)
 
     async def _refuse(self, send: Send) -> None:
-        body = json.dumps(
-            {
-                "error": "payload_too_large",
-                "detail": f"The request body exceeds {self.max_bytes} bytes.",
-            }
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                    # This middleware is outermost, so the security headers are added here.
-                    *SecurityHeadersMiddleware.HEADERS,
-                ],
-            }
+        await send_error(
+            send,
+            413,
+            "payload_too_large",
+            f"The request body exceeds {self.max_bytes} bytes.",
+            # This middleware is outermost, so the security headers are added here.
+            headers=[(b"connection", b"close"), *SecurityHeadersMiddleware.HEADERS],
         )
-        await send({"type": "http.response.body", "body": body})
+
+
+async def send_error(
+    send: Send,
+    status: int,
+    code: str,
+    detail: str,
+    headers: Sequence[tuple[bytes, bytes]] = (),
+) -> None:
+    """Send a whole response in the contract's error shape, from pure-ASGI code."""
+    body = json.dumps({"error": code, "detail": detail}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 class SecurityHeadersMiddleware:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
@@ -10,6 +9,7 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from authsvc.api.middleware import send_error
 from authsvc.observability.logs import ACCESS_LOGGER, request_id_var
 
 REQUEST_ID_HEADER = b"x-request-id"
@@ -85,17 +85,4 @@ class RequestContextMiddleware:
 
 
 async def _send_internal_error(send: Send) -> None:
-    body = json.dumps(
-        {"error": "internal_error", "detail": "The server failed to handle the request."}
-    ).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 500,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+    await send_error(send, 500, "internal_error", "The server failed to handle the request.")
