@@ -10,8 +10,8 @@ import jwt
 import pytest
 
 from authsvc.security.keys import generate_private_key, private_key_pem
-from tests.clitools import run_cli
 from tests.conftest import ClientFactory, login, register
+from tests.e2e.processes import cli_env, run_cli_async
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -134,15 +134,17 @@ async def test_serve_refuses_an_unreadable_or_mismatched_previous_key(
         (tmp_path / "missing.pem", "cannot read"),
         (rsa, "does not fit ES256"),
     ):
-        result = await run_cli(
+        result = await run_cli_async(
+            tmp_path,
             "serve",
             "--port",
             "1",
-            database_url=database_url,
-            data_dir=key_dir,
-            cwd=tmp_path,
-            AUTHSVC_JWT_PRIVATE_KEY_FILE=str(current),
-            AUTHSVC_JWT_PREVIOUS_KEY_FILES=str(previous),
+            env=cli_env(
+                database_url,
+                key_dir,
+                AUTHSVC_JWT_PRIVATE_KEY_FILE=str(current),
+                AUTHSVC_JWT_PREVIOUS_KEY_FILES=str(previous),
+            ),
         )
         assert result.code == 2
         assert message in result.stderr

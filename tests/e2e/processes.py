@@ -1,9 +1,16 @@
-"""Real processes for end-to-end tests: the `authsvc` command (`serve` on a free port in a
-scratch directory with a clean environment, other subcommands to completion) and a private
-PostgreSQL cluster."""
+"""Real processes for tests: the ``authsvc`` command and a private PostgreSQL cluster.
+
+``start_server`` runs ``authsvc serve`` on a free port in a scratch directory with a clean
+environment, waits until it answers and returns a ``Server`` (``output()``, ``stop()``,
+``stopped_cleanly()``); ``running_server`` is the same as a ``with`` block, and the
+``run_server`` fixture (tests/e2e/conftest.py) stops whatever a test started. ``run_cli``
+(``run_cli_async`` in async tests) runs any other subcommand to completion.
+``private_postgres`` gives a throwaway cluster that a test may stop, restart or freeze.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import glob
 import os
@@ -15,11 +22,17 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import pytest
+
+READY_PATH = "/.well-known/jwks.json"
+# Generous: the machine is shared and a start migrates the schema (and may generate an
+# RSA key) before it serves.
+READY_TIMEOUT_SECONDS = 60.0
+STOP_TIMEOUT_SECONDS = 30.0
 
 FAST_HASH_ENV = {
     "AUTHSVC_ARGON2_MEMORY_COST": "1024",
@@ -29,193 +42,230 @@ FAST_HASH_ENV = {
 
 
 def free_port() -> int:
+    """A TCP port nobody listens on right now (bind port 0, read it, close)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
 
 
-def authsvc_command() -> list[str]:
+def authsvc_command(*, module: bool = False) -> list[str]:
+    """The installed console script, as users run it (``python -m authsvc`` as fallback,
+    or when ``module`` asks for it)."""
     script = Path(sys.executable).with_name("authsvc")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "authsvc"]
+    if module or not script.exists():
+        return [sys.executable, "-m", "authsvc"]
+    return [str(script)]
 
 
 def clean_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
-    """This environment without any ``AUTHSVC_*`` variable, plus ``env``."""
-    base = {k: v for k, v in os.environ.items() if not k.upper().startswith("AUTHSVC_")}
+    """This process's environment without any ``AUTHSVC_*`` variable, plus ``env``.
+
+    The child sees exactly the configuration the test gives it, whatever the shell that
+    runs pytest has set (``AUTHSVC_TEST_DATABASE_URL`` included). A stray
+    ``PROMETHEUS_MULTIPROC_DIR`` goes too: ``serve --workers`` makes its own.
+    """
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.upper().startswith("AUTHSVC_") and k != "PROMETHEUS_MULTIPROC_DIR"
+    }
     base["PYTHONUNBUFFERED"] = "1"
     base.update(env or {})
     return base
 
 
-def run_cli(
-    cwd: Path, *args: str, env: Mapping[str, str] | None = None, timeout: float = 120
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*authsvc_command(), *args],
-        cwd=cwd,
-        env=clean_env(env),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-        stdin=subprocess.DEVNULL,
-    )
+def server_env(
+    database_url: str, data_dir: Path, extra: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """Settings for a server on ``database_url``: JSON logs, plain-HTTP cookies, fast hashing."""
+    return {
+        "AUTHSVC_DATABASE_URL": database_url,
+        "AUTHSVC_DATA_DIR": str(data_dir),
+        "AUTHSVC_LOG_FORMAT": "json",
+        "AUTHSVC_COOKIE_SECURE": "false",
+        **FAST_HASH_ENV,
+        **(extra or {}),
+    }
 
 
-@contextmanager
-def serving(
+def cli_env(database_url: str, data_dir: Path, **extra: str) -> dict[str, str]:
+    """Settings for a command (or server) on ``database_url`` in the test environment."""
+    return {
+        "AUTHSVC_DATABASE_URL": database_url,
+        "AUTHSVC_DATA_DIR": str(data_dir),
+        "AUTHSVC_ENV": "test",
+        **extra,
+    }
+
+
+# -- authsvc serve ------------------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    """A running ``authsvc serve`` (a supervisor and its workers when ``--workers`` > 1);
+    ``output()`` is what it printed so far (stdout and stderr)."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    port: int
+    cwd: Path
+    log_path: Path
+    returncode: int | None = field(default=None)
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT_SECONDS) -> None:
+        """Poll ``GET /.well-known/jwks.json`` until 200; fail the test if it exits or hangs."""
+        deadline = time.monotonic() + timeout
+        with httpx.Client(timeout=2.0) as client:
+            while True:
+                if self.process.poll() is not None:
+                    pytest.fail(
+                        f"authsvc serve exited with {self.process.returncode} before it was"
+                        f" ready:\n{self.output()}"
+                    )
+                try:
+                    if client.get(self.url + READY_PATH).status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    with contextlib.suppress(AssertionError):
+                        self.stop()
+                    pytest.fail(f"authsvc serve not ready after {timeout}s:\n{self.output()}")
+                time.sleep(0.1)
+
+    def stop(self, timeout: float = STOP_TIMEOUT_SECONDS) -> int:
+        """SIGTERM (uvicorn's graceful shutdown) and wait; the exit code.
+
+        A server that does not stop in time is killed and the test fails: shutting down on
+        SIGTERM is part of what these tests check.
+        """
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+                self.returncode = self.process.returncode
+                raise AssertionError(
+                    f"authsvc serve did not stop within {timeout}s:\n{self.output()[-3000:]}"
+                ) from None
+        self.returncode = self.process.returncode
+        return self.returncode
+
+    def stopped_cleanly(self) -> bool:
+        """Shut down gracefully: uvicorn finishes, then re-raises SIGTERM (exit -15) or exits 0."""
+        return (
+            self.returncode in (0, -signal.SIGTERM) and "Finished server process" in self.output()
+        )
+
+
+def start_server(
     cwd: Path,
     *,
     env: Mapping[str, str] | None = None,
     args: Sequence[str] = (),
-    ready_timeout: float = 60,
-) -> Iterator[str]:
-    """``authsvc serve`` until the block ends; yields its base URL once it answers."""
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    ready_timeout: float = READY_TIMEOUT_SECONDS,
+    wait: bool = True,
+) -> Server:
+    """Start ``authsvc serve --host HOST --port PORT *args`` in ``cwd`` with ``clean_env(env)``.
+
+    Returns once ``GET /.well-known/jwks.json`` answers 200 (``wait=False``: at once; call
+    ``server.wait_ready()`` later, e.g. to start several at the same moment). If the process
+    exits or never gets ready, it is stopped and the test fails with its output. The caller
+    stops it (or uses ``running_server`` or the ``run_server`` fixture).
+    """
     cwd.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    log_path = cwd / f"serve-{port}.log"
+    port = port or free_port()
+    log_path = cwd / f"authsvc-serve-{port}.log"
+    command = [*authsvc_command(), "serve", "--host", host, "--port", str(port), *args]
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [*authsvc_command(), "serve", "--host", "127.0.0.1", "--port", str(port), *args],
+            command,
             cwd=cwd,
             env=clean_env(env),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + ready_timeout
-        while True:
-            if process.poll() is not None:
-                raise AssertionError(
-                    f"authsvc serve exited {process.returncode}:\n{log_path.read_text()}"
-                )
-            try:
-                if httpx.get(url + "/.well-known/jwks.json", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"authsvc serve not ready:\n{log_path.read_text()}")
-            time.sleep(0.1)
-        yield url
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(10)
-        print(log_path.read_text(errors="replace"))
-
-
-@dataclass
-class Server:
-    """One `authsvc serve` process (a supervisor and its workers when --workers > 1)."""
-
-    proc: subprocess.Popen[bytes]
-    port: int
-    cwd: Path
-    log_path: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def log_lines(self) -> list[str]:
-        return self.log().splitlines()
-
-    def terminate(self, timeout: float = 30) -> int:
-        """SIGTERM, then wait; SIGKILL (and fail) if it does not stop in time."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise AssertionError(
-                f"server did not stop within {timeout}s:\n{self.log()[-3000:]}"
-            ) from None
-
-
-def server_env(
-    database_url: str, data_dir: Path, extra: Mapping[str, str] | None = None
-) -> dict[str, str]:
-    # The parent's AUTHSVC_* (and a stray PROMETHEUS_MULTIPROC_DIR) must not leak in.
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("AUTHSVC_") and k != "PROMETHEUS_MULTIPROC_DIR"
-    }
-    env.update(
-        {
-            "AUTHSVC_DATABASE_URL": database_url,
-            "AUTHSVC_DATA_DIR": str(data_dir),
-            "AUTHSVC_LOG_FORMAT": "json",
-            "AUTHSVC_COOKIE_SECURE": "false",
-            **FAST_HASH_ENV,
-            **(extra or {}),
-        }
-    )
-    return env
-
-
-def start_server(
-    env: Mapping[str, str], cwd: Path, *, workers: int = 1, ready_timeout: float = 60
-) -> Server:
-    """Start `authsvc serve` on a free port and wait until /healthz answers."""
-    cwd.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    log_path = cwd / f"serve-{port}.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "authsvc",
-                "serve",
-                "--port",
-                str(port),
-                "--workers",
-                str(workers),
-            ],
-            cwd=cwd,
-            env=dict(env),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    server = Server(proc, port, cwd, log_path)
-    deadline = time.monotonic() + ready_timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(
-                f"authsvc serve exited with {proc.returncode}:\n{server.log()[-3000:]}"
-            )
-        try:
-            if httpx.get(f"{server.url}/healthz", timeout=1).status_code == 200:
-                return server
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    server.terminate()
-    raise AssertionError(f"authsvc serve did not become healthy:\n{server.log()[-3000:]}")
+    server = Server(process, f"http://{host}:{port}", port, cwd, log_path)
+    if wait:
+        server.wait_ready(ready_timeout)
+    return server
 
 
 @contextlib.contextmanager
-def running_server(env: Mapping[str, str], cwd: Path, *, workers: int = 1) -> Iterator[Server]:
-    server = start_server(env, cwd, workers=workers)
+def running_server(
+    cwd: Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    args: Sequence[str] = (),
+    ready_timeout: float = READY_TIMEOUT_SECONDS,
+) -> Iterator[Server]:
+    """``start_server`` until the block ends; then stopped, and its output printed."""
+    server = start_server(cwd, env=env, args=args, ready_timeout=ready_timeout)
     try:
         yield server
     finally:
-        if server.proc.poll() is None:
-            server.terminate()
+        try:
+            server.stop()
+        finally:
+            print(f"--- authsvc serve on port {server.port} (exit {server.returncode}) ---")
+            print(server.output())
+
+
+# -- other authsvc commands ---------------------------------------------------------------
+
+
+def run_cli(
+    cwd: Path,
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    input: str | None = None,
+    timeout: float = 120.0,
+    module: bool = False,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``authsvc ARGS`` (or ``python -m authsvc ARGS``) in ``cwd`` to completion, with
+    ``clean_env(env)`` and ``input`` (if any) on stdin."""
+    return subprocess.run(
+        [*authsvc_command(module=module), *args],
+        cwd=cwd,
+        env=clean_env(env),
+        input=input,
+        stdin=subprocess.DEVNULL if input is None else None,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@dataclass(frozen=True)
+class CliResult:
+    code: int
+    stdout: str
+    stderr: str
+
+
+async def run_cli_async(
+    cwd: Path,
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    input: str | None = None,
+) -> CliResult:
+    """``run_cli`` in a thread, for async tests: the event loop keeps running meanwhile."""
+    done = await asyncio.to_thread(run_cli, cwd, *args, env=env, input=input)
+    return CliResult(done.returncode, done.stdout, done.stderr)
 
 
 # -- a private PostgreSQL cluster ---------------------------------------------------------
@@ -294,8 +344,10 @@ class PgCluster:
             "start",
         )
 
-    def stop(self, mode: str = "fast") -> None:
-        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
+    def stop(self, mode: str = "fast", *, check: bool = True) -> None:
+        self._run(
+            str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop", check=check
+        )
 
     def postmaster_pid(self) -> int:
         return int((self.data / "postmaster.pid").read_text().splitlines()[0])
@@ -353,14 +405,5 @@ def private_postgres(options: str = "") -> Iterator[PgCluster]:
     finally:
         with contextlib.suppress(Exception):
             cluster.thaw(cluster.pids())
-        cluster._run(
-            str(bindir / "pg_ctl"),
-            "-D",
-            str(cluster.data),
-            "-m",
-            "immediate",
-            "-w",
-            "stop",
-            check=False,
-        )
+        cluster.stop("immediate", check=False)
         shutil.rmtree(base, ignore_errors=True)

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from authsvc.security.keys import private_key_pem
 from tests.conftest import PASSWORD, unique_username
-from tests.e2e.processes import FAST_HASH_ENV, free_port, run_cli, serving
+from tests.e2e.processes import FAST_HASH_ENV, free_port, run_cli, running_server
 from tests.redis_support import REDIS_URL, require_redis
 
 pytestmark = pytest.mark.slow
@@ -40,7 +40,8 @@ def test_throttle_holds_across_two_workers(
             "AUTHSVC_REDIS_URL": REDIS_URL,
             "AUTHSVC_REDIS_KEY_PREFIX": f"authsvc-e2e-{uuid.uuid4().hex}",
         }
-    with serving(tmp_path, env=env, args=["--workers", "2"]) as url:
+    with running_server(tmp_path, env=env, args=["--workers", "2"]) as server:
+        url = server.url
         username = unique_username()
         body = {"username": username, "password": PASSWORD}
         assert fresh_post(url, "/register", body).status_code == 201
@@ -90,7 +91,11 @@ def test_throttle_holds_across_two_workers(
 
 
 def test_security_headers_on_the_real_server(tmp_path: Path) -> None:
-    with serving(tmp_path, env=FAST_HASH_ENV) as url, httpx.Client(timeout=30) as client:
+    with (
+        running_server(tmp_path, env=FAST_HASH_ENV) as server,
+        httpx.Client(timeout=30) as client,
+    ):
+        url = server.url
         for method, path, content in [
             ("GET", "/.well-known/jwks.json", None),
             ("GET", "/me", None),
@@ -172,7 +177,8 @@ def test_production_starts_with_safe_settings(tmp_path: Path) -> None:
     }
     migrated = run_cli(tmp_path, "migrate", env=env)
     assert migrated.returncode == 0, migrated.stderr
-    with serving(tmp_path, env=env) as url:
+    with running_server(tmp_path, env=env) as server:
+        url = server.url
         username = unique_username()
         assert (
             fresh_post(url, "/register", {"username": username, "password": PASSWORD}).status_code

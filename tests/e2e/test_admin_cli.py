@@ -13,8 +13,8 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from authsvc.models import AuditEvent, AuthSession, LoginFailure, RefreshToken
-from tests.clitools import CliResult, run_cli
 from tests.conftest import PASSWORD, ClientFactory, login, register
+from tests.e2e.processes import CliResult, cli_env, run_cli_async
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -26,9 +26,7 @@ class Cli:
         self.database_url, self.data_dir, self.cwd = database_url, data_dir, cwd
 
     async def __call__(self, *args: str) -> CliResult:
-        return await run_cli(
-            *args, database_url=self.database_url, data_dir=self.data_dir, cwd=self.cwd
-        )
+        return await run_cli_async(self.cwd, *args, env=cli_env(self.database_url, self.data_dir))
 
 
 def make_cli(database_url: str, key_dir: Path, tmp_path: Path) -> Cli:

@@ -8,7 +8,8 @@ import httpx
 import pytest
 
 from tests.conftest import PASSWORD
-from tests.e2e.conftest import ServerFactory, run_cli
+from tests.e2e.conftest import ServerFactory
+from tests.e2e.processes import run_cli
 
 pytestmark = pytest.mark.slow
 

@@ -197,18 +197,18 @@ async def test_dead_and_hung_database_give_fast_503s_and_recover(tmp_path: Path)
             # A small pool, so that waiting for a connection (pool timeout) is exercised too.
             {"AUTHSVC_DB_POOL_SIZE": "3", "AUTHSVC_DB_MAX_OVERFLOW": "1"},
         )
-        server = await asyncio.to_thread(start_server, env, tmp_path / "srv")
+        server = await asyncio.to_thread(start_server, tmp_path / "srv", env=env)
         try:
             await _outage_scenario(server.url, cluster)
         except BaseException:
-            print(server.log()[-5000:])
+            print(server.output()[-5000:])
             print(cluster.log()[-3000:])
             raise
         finally:
-            await asyncio.to_thread(server.terminate)
+            await asyncio.to_thread(server.stop)
         assert await half_rotated_tokens(cluster) == 0
         # Outages are logged as such, and never with a traceback of a 500.
-        lines = server.log_lines()
+        lines = server.output().splitlines()
         kinds = Counter(
             json.loads(line).get("error")
             for line in lines

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import importlib.util
-import socket
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,8 +21,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from authsvc.security.keys import generate_private_key, private_key_pem
-from tests.clitools import cli_env
 from tests.conftest import PASSWORD, unique_username
+from tests.e2e.processes import cli_env, free_port, start_server
 
 pytestmark = pytest.mark.slow
 
@@ -43,55 +42,21 @@ def load_example() -> ModuleType:
 example = load_example()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @asynccontextmanager
 async def authsvc_server(
     port: int, *, database_url: str, data_dir: Path, cwd: Path, **env: str
 ) -> AsyncIterator[str]:
     """A real ``authsvc serve`` on ``port``; yields its base URL, stops it at exit."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "authsvc",
-        "serve",
-        "--port",
-        str(port),
-        cwd=cwd,
+    server = await asyncio.to_thread(
+        start_server,
+        cwd,
         env=cli_env(database_url, data_dir, AUTHSVC_PURGE_INTERVAL_SECONDS="0", **env),
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
+        port=port,
     )
-    base = f"http://127.0.0.1:{port}"
     try:
-        async with httpx.AsyncClient(base_url=base) as probe:
-            for _ in range(600):  # up to 60 s on a loaded machine
-                if proc.returncode is not None:
-                    err = await proc.stderr.read() if proc.stderr else b""
-                    pytest.fail(f"authsvc serve exited: {err.decode()[-2000:]}")
-                try:
-                    # /.well-known/jwks.json: up once the lifespan has built the codec.
-                    if (await probe.get("/.well-known/jwks.json")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                await asyncio.sleep(0.1)
-            else:
-                pytest.fail("authsvc serve did not come up")
-        yield base
+        yield server.url
     finally:
-        if proc.returncode is None:
-            proc.terminate()
-            try:
-                await asyncio.wait_for(proc.wait(), 30)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+        await asyncio.to_thread(server.stop)
 
 
 @asynccontextmanager

@@ -14,7 +14,8 @@ import jwt
 import pytest
 
 from tests.conftest import PASSWORD, unique_username
-from tests.e2e.conftest import ServerFactory, free_port, run_cli
+from tests.e2e.conftest import ServerFactory
+from tests.e2e.processes import free_port, run_cli
 
 pytestmark = pytest.mark.slow
 

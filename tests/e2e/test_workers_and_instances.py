@@ -41,12 +41,12 @@ def sample(samples: dict[Any, float], name: str, **labels: str) -> float:
 
 
 def worker_pids(server: Server) -> set[int]:
-    return {int(m) for m in re.findall(r"Started server process \[(\d+)\]", server.log())}
+    return {int(m) for m in re.findall(r"Started server process \[(\d+)\]", server.output())}
 
 
 def json_lines(server: Server) -> list[dict[str, Any]]:
     lines = []
-    for line in server.log_lines():
+    for line in server.output().splitlines():
         lines.append(json.loads(line))  # every line the service writes is one JSON object
     return lines
 
@@ -86,7 +86,9 @@ async def test_metrics_add_up_over_workers(
     tmpdir = tmp_path / "tmp"
     tmpdir.mkdir()
     env = server_env(database_url, tmp_path / "data", {"TMPDIR": str(tmpdir)})
-    server = await asyncio.to_thread(start_server, env, tmp_path / "srv", workers=2)
+    server = await asyncio.to_thread(
+        start_server, tmp_path / "srv", env=env, args=["--workers", "2"]
+    )
     try:
         # serve made a fresh multiprocess directory for the workers.
         assert len(list(tmpdir.glob("authsvc-metrics-*"))) == 1
@@ -133,17 +135,17 @@ async def test_metrics_add_up_over_workers(
         victim = sorted(pids)[0]
         os.kill(victim, signal.SIGKILL)
         for _ in range(150):  # until the replacement has started (and set its gauge)
-            if server.log().count("Application startup complete") >= 3:
+            if server.output().count("Application startup complete") >= 3:
                 break
             await asyncio.sleep(0.2)
         else:
-            raise AssertionError(f"uvicorn did not replace the worker:\n{server.log()[-2000:]}")
+            raise AssertionError(f"uvicorn did not replace the worker:\n{server.output()[-2000:]}")
         for _ in range(4):
             samples = scrape(server.url)
             assert sample(samples, "authsvc_logins_total", outcome="success") == ok
             assert sample(samples, "authsvc_workers") == 2
     finally:
-        code = await asyncio.to_thread(server.terminate)
+        code = await asyncio.to_thread(server.stop)
     assert code == 0
     # The multiprocess directory is gone with the server.
     assert list(tmpdir.glob("authsvc-metrics-*")) == []
@@ -154,7 +156,7 @@ async def test_metrics_add_up_over_workers(
     assert sum(1 for line in requests if line["path"] == "/login") == ok + failed
     for line in requests:
         assert {"method", "path", "status", "duration_ms", "request_id", "client"} <= line.keys()
-    assert PASSWORD not in server.log()
+    assert PASSWORD not in server.output()
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -172,7 +174,9 @@ async def test_sigterm_lets_inflight_logins_finish(
             "AUTHSVC_PASSWORD_HASH_CONCURRENCY": "1",
         },
     )
-    server = await asyncio.to_thread(start_server, env, tmp_path / "srv", workers=workers)
+    server = await asyncio.to_thread(
+        start_server, tmp_path / "srv", env=env, args=["--workers", str(workers)]
+    )
     try:
         username = unique_username()
         async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
@@ -194,13 +198,13 @@ async def test_sigterm_lets_inflight_logins_finish(
             ]
             await asyncio.sleep(min(0.5, one_login / 2))
             in_flight = sum(1 for task in logins if not task.done())
-            server.proc.send_signal(signal.SIGTERM)
+            server.process.send_signal(signal.SIGTERM)
             responses = await asyncio.gather(*logins)
         assert in_flight >= 3, f"only {in_flight} logins were in flight ({one_login:.2f}s each)"
         for response in responses:
             assert response.status_code == 200, response.text
             assert response.json()["refresh_token"]
-        code = await asyncio.to_thread(server.proc.wait, 60)
+        code = await asyncio.to_thread(server.process.wait, 60)
         # uvicorn re-raises the signal once it has shut down cleanly.
         assert code in (0, -signal.SIGTERM), code
         # And it stopped taking new connections.
@@ -208,8 +212,8 @@ async def test_sigterm_lets_inflight_logins_finish(
             with pytest.raises(httpx.ConnectError):
                 await http.get(f"{server.url}/healthz")
     finally:
-        await asyncio.to_thread(server.terminate)
-    assert "Application shutdown complete" in server.log()
+        await asyncio.to_thread(server.stop)
+    assert "Application shutdown complete" in server.output()
 
 
 @ONLY_POSTGRESQL
@@ -222,8 +226,8 @@ async def test_two_instances_share_one_token_race(
         tmp_path / "data",  # one key for both, as a deployment shares its key file
         {"AUTHSVC_REFRESH_REUSE_GRACE_SECONDS": str(grace)},
     )
-    first = await asyncio.to_thread(start_server, env, tmp_path / "a")
-    second = await asyncio.to_thread(start_server, env, tmp_path / "b")
+    first = await asyncio.to_thread(start_server, tmp_path / "a", env=env)
+    second = await asyncio.to_thread(start_server, tmp_path / "b", env=env)
     try:
         username = unique_username()
         async with (
@@ -259,4 +263,4 @@ async def test_two_instances_share_one_token_race(
             assert len({r.json()["refresh_token"] for r in responses}) == 1
     finally:
         for server in (first, second):
-            await asyncio.to_thread(server.terminate)
+            await asyncio.to_thread(server.stop)
