@@ -349,6 +349,11 @@ class AuthService:
             raise InvalidToken() from None
         await begin_read_only(self._db)
         user = await self._sessions.active_user(session_id=session_id, user_id=user_id, now=now)
+        # End the read-only transaction here: a route that goes on to write (logout, end a
+        # session) must start its own write transaction. On SQLite, upgrading this read
+        # snapshot to a writer after another commit fails at once with "database is locked".
+        # (A commit, not a rollback: expire_on_commit=False keeps ``user`` loaded.)
+        await self._db.commit()
         if user is None:
             raise InvalidToken()
         return user
