@@ -10,7 +10,6 @@ class ErrorCode(StrEnum):
     PAYLOAD_TOO_LARGE = "payload_too_large"
     NOT_FOUND = "not_found"
     METHOD_NOT_ALLOWED = "method_not_allowed"
-    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
     USERNAME_TAKEN = "username_taken"
     REGISTRATION_DISABLED = "registration_disabled"
     WEAK_PASSWORD = "weak_password"

@@ -155,3 +155,10 @@ async def test_unknown_path_uses_the_error_shape(client: AsyncClient) -> None:
     response = await client.get("/nope")
     assert response.status_code == 404
     assert response.json()["error"] == "not_found"
+
+
+async def test_wrong_method_uses_the_error_shape(client: AsyncClient) -> None:
+    response = await client.delete("/me")
+    assert response.status_code == 405
+    assert response.json()["error"] == "method_not_allowed"
+    assert "GET" in response.headers["allow"]

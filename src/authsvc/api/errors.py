@@ -23,7 +23,6 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.PAYLOAD_TOO_LARGE: 413,
     ErrorCode.NOT_FOUND: 404,
     ErrorCode.METHOD_NOT_ALLOWED: 405,
-    ErrorCode.UNSUPPORTED_MEDIA_TYPE: 415,
     ErrorCode.USERNAME_TAKEN: 409,
     ErrorCode.REGISTRATION_DISABLED: 403,
     ErrorCode.WEAK_PASSWORD: 422,
@@ -59,7 +58,6 @@ _HTTP_CODES = {
     404: ErrorCode.NOT_FOUND,
     405: ErrorCode.METHOD_NOT_ALLOWED,
     413: ErrorCode.PAYLOAD_TOO_LARGE,
-    415: ErrorCode.UNSUPPORTED_MEDIA_TYPE,
 }
 
 

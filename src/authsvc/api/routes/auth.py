@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, cast
 
 from fastapi import APIRouter, Cookie, Header, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
@@ -18,6 +18,8 @@ from authsvc.services.auth import IssuedTokens
 router = APIRouter(tags=["tokens"])
 
 REFRESH_COOKIE = "authsvc_refresh"
+# Spelled as API.md spells it (Starlette passes the value through as given).
+COOKIE_SAMESITE = cast(Literal["strict"], "Strict")
 Transport = Annotated[
     Literal["json", "cookie"],
     Query(description="`cookie`: the refresh token travels only in an HttpOnly cookie."),
@@ -38,7 +40,7 @@ def token_response(
             path="/",
             secure=settings.cookie_secure,
             httponly=True,
-            samesite="strict",
+            samesite=COOKIE_SAMESITE,
         )
         refresh = None
     return TokenPair(

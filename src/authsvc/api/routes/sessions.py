@@ -8,7 +8,7 @@ from fastapi import APIRouter, Cookie, Depends, Header, Response, status
 
 from authsvc.api.deps import Client, ContextDep, DbSession, Now, SettingsDep
 from authsvc.api.responses import BEARER_ERRORS, errors
-from authsvc.api.routes.auth import REFRESH_COOKIE, refresh_token_from
+from authsvc.api.routes.auth import COOKIE_SAMESITE, REFRESH_COOKIE, refresh_token_from
 from authsvc.api.security import AccessClaimsDep, CurrentUser
 from authsvc.errors import ErrorCode
 from authsvc.schemas import RefreshRequest, SessionOut
@@ -49,7 +49,11 @@ async def logout(
     await service.logout(refresh_token=token, client=client, now=now)
     response = Response(status_code=status.HTTP_204_NO_CONTENT)
     response.delete_cookie(
-        REFRESH_COOKIE, path="/", secure=settings.cookie_secure, httponly=True, samesite="strict"
+        REFRESH_COOKIE,
+        path="/",
+        secure=settings.cookie_secure,
+        httponly=True,
+        samesite=COOKIE_SAMESITE,
     )
     return response
 
