@@ -7,6 +7,7 @@ import getpass
 import os
 import re
 import shutil
+import socket
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable, Iterator
@@ -113,6 +114,7 @@ def serve(host: str, port: int, workers: int) -> None:
         load_previous_keys(settings)
     except KeyConfigError as exc:
         fail(str(exc))
+    check_can_listen(host, port)
     migrate_or_fail(settings)
     from authsvc.observability.logs import logging_config
 
@@ -131,6 +133,19 @@ def serve(host: str, port: int, workers: int) -> None:
             log_config=logging_config(settings.log_format, settings.log_level),
             log_level=settings.log_level,
         )
+
+
+def check_can_listen(host: str, port: int) -> None:
+    """Fail in one line now, rather than in uvicorn's traceback later, if the address is
+    taken or unusable (a port left in TIME_WAIT is fine: SO_REUSEADDR, as uvicorn)."""
+    try:
+        with socket.create_server((host, port)):
+            pass
+    except socket.gaierror as exc:
+        fail(f"cannot listen on {host}:{port}: {exc.strerror}", 1)
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        fail(f"cannot listen on {host}:{port}: {reason}", 1)
 
 
 @contextmanager

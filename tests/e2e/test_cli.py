@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import httpx
@@ -92,3 +93,12 @@ def test_bad_command_lines_get_one_line(tmp_path: Path, args: list[str], expecte
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("authsvc: error: ")
     assert expected in lines[0]
+
+
+def test_serve_on_a_taken_port_says_so_in_one_line(tmp_path: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = run_cli(tmp_path, "serve", "--port", str(port), timeout=60)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert lines == [f"authsvc: error: cannot listen on 127.0.0.1:{port}: Address already in use"]
