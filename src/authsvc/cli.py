@@ -139,10 +139,12 @@ def check_can_listen(host: str, port: int) -> None:
     """Fail in one line now, rather than in uvicorn's traceback later, if the address is
     taken or unusable (a port left in TIME_WAIT is fine: SO_REUSEADDR, as uvicorn)."""
     try:
-        with socket.create_server((host, port)):
-            pass
+        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         fail(f"cannot listen on {host}:{port}: {exc.strerror}", 1)
+    try:
+        with socket.create_server((host, port)):
+            pass
     except OSError as exc:
         reason = os.strerror(exc.errno) if exc.errno else str(exc)
         fail(f"cannot listen on {host}:{port}: {reason}", 1)
