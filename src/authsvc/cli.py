@@ -139,11 +139,11 @@ def check_can_listen(host: str, port: int) -> None:
     """Fail in one line now, rather than in uvicorn's traceback later, if the address is
     taken or unusable (a port left in TIME_WAIT is fine: SO_REUSEADDR, as uvicorn)."""
     try:
-        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
     except socket.gaierror as exc:
         fail(f"cannot listen on {host}:{port}: {exc.strerror}", 1)
     try:
-        with socket.create_server((host, port)):
+        with socket.create_server((host, port), family=family):
             pass
     except OSError as exc:
         reason = os.strerror(exc.errno) if exc.errno else str(exc)
