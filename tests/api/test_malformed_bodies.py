@@ -59,3 +59,35 @@ async def test_nul_in_password_is_hashed_like_any_character(client: AsyncClient)
     assert (await client.post("/login", json=body)).status_code == 200
     truncated = {"username": "nulpassword", "password": "before"}
     assert (await client.post("/login", json=truncated)).status_code == 401
+
+
+DEEP_JSON = "[" * 30_000 + "]" * 30_000  # under 64 KiB, deeper than the JSON parser goes
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "code"),
+    [("/login", 422, "validation_error"), ("/revoke", 400, "invalid_request")],
+)
+async def test_deeply_nested_json_is_a_clear_error(
+    client: AsyncClient, path: str, status: int, code: str
+) -> None:
+    response = await client.post(
+        path, content=DEEP_JSON, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == status
+    assert response.json()["error"] == code
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "code"),
+    [("/login", 422, "validation_error"), ("/revoke", 400, "invalid_request")],
+)
+@pytest.mark.parametrize(
+    "content_type", ["multipart/form-data", "multipart/form-data; boundary=zz"]
+)
+async def test_broken_multipart_is_a_clear_error(
+    client: AsyncClient, path: str, status: int, code: str, content_type: str
+) -> None:
+    response = await client.post(path, content=b"garbage", headers={"Content-Type": content_type})
+    assert response.status_code == status
+    assert response.json()["error"] == code

@@ -193,6 +193,8 @@ async def test_forwarded_for_is_ignored_from_an_untrusted_peer(
         ("203.0.113.7,192.0.2.10", "198.51.100.1, 192.0.2.10", "198.51.100.1"),
         ("192.0.2.1", "198.51.100.1", "203.0.113.7"),
         ("203.0.113.7", "not-an-address", "203.0.113.7"),
+        # An IPv6 zone is free text of any length: dropped, the address normalised.
+        ("203.0.113.7", "FE80:0::1%" + "a" * 100, "fe80::1"),
     ],
 )
 async def test_forwarded_for_from_a_trusted_proxy(

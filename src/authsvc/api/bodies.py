@@ -8,26 +8,44 @@ from typing import Any, TypeVar
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
+from starlette.exceptions import HTTPException
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 
-async def parse_json_or_form(request: Request, model: type[ModelT]) -> ModelT:
-    """Validate the body as ``model``, reading a form or JSON by ``Content-Type``."""
+class MalformedBody(Exception):
+    """The body is neither a readable form nor JSON; ``str()`` says why."""
+
+
+async def read_json_or_form(request: Request, *, empty: Any = None) -> Any:
+    """The body as a dict of form fields or as parsed JSON, by ``Content-Type``."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    data: Any
     if content_type in FORM_TYPES:
-        form = await request.form()
-        data = {k: v for k, v in form.items() if isinstance(v, str)}
-    else:
-        raw = await request.body()
         try:
-            data = json.loads(raw) if raw else None
-        except (ValueError, UnicodeDecodeError):
-            raise RequestValidationError(
-                [{"type": "json_invalid", "loc": ("body",), "msg": "The body is not valid JSON."}]
-            ) from None
+            form = await request.form()
+        except (HTTPException, ValueError, KeyError, AssertionError):
+            # Starlette reports a broken multipart body as its own HTTPException(400).
+            raise MalformedBody("The form body could not be parsed.") from None
+        return {k: v for k, v in form.items() if isinstance(v, str)}
+    raw = await request.body()
+    if not raw:
+        return empty
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        # RecursionError: nesting deep enough to exhaust the parser, well within 64 KiB.
+        raise MalformedBody("The body is not valid JSON.") from None
+
+
+async def parse_json_or_form(request: Request, model: type[ModelT]) -> ModelT:
+    """Validate the body as ``model``; a malformed body is a 422 ``validation_error``."""
+    try:
+        data = await read_json_or_form(request)
+    except MalformedBody as exc:
+        raise RequestValidationError(
+            [{"type": "json_invalid", "loc": ("body",), "msg": str(exc)}]
+        ) from None
     try:
         return model.model_validate(data)
     except ValidationError as exc:

@@ -80,20 +80,32 @@ def client_address(request: Request, trusted_proxies: list[str]) -> str | None:
     ``X-Forwarded-For`` is read right to left and only while each hop is a trusted proxy,
     so a client cannot choose its own address by sending the header itself.
     """
-    peer = request.client.host if request.client else None
+    peer = request.client.host[:64] if request.client else None
     if peer is None or not trusted_proxies or not _is_trusted(peer, trusted_proxies):
         return peer
     hops = [h.strip() for v in request.headers.getlist("x-forwarded-for") for h in v.split(",")]
     address = peer
     for hop in reversed([h for h in hops if h]):
-        try:
-            ipaddress.ip_address(hop)
-        except ValueError:
+        canonical = _canonical_ip(hop)
+        if canonical is None:
             break
-        address = hop
-        if not _is_trusted(hop, trusted_proxies):
+        address = canonical
+        if not _is_trusted(canonical, trusted_proxies):
             break
     return address
+
+
+def _canonical_ip(text: str) -> str | None:
+    """``text`` as a normalised IP address without an IPv6 zone, or ``None``.
+
+    A zone (``fe80::1%eth0``) means nothing off the proxy's host, and it is free text of
+    any length: kept, it would break the address column and split the throttle's counts.
+    """
+    try:
+        ip = ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        return None
+    return str(ip)
 
 
 def get_client(request: Request, settings: SettingsDep) -> ClientInfo:

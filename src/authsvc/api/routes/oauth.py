@@ -7,13 +7,11 @@ import base64
 import binascii
 import hashlib
 import hmac
-import json
-from typing import Any
 
 from fastapi import APIRouter, Request, Response, status
 from fastapi.responses import JSONResponse
 
-from authsvc.api.bodies import FORM_TYPES
+from authsvc.api.bodies import MalformedBody, read_json_or_form
 from authsvc.api.deps import Client, Now, SettingsDep
 from authsvc.api.responses import errors
 from authsvc.api.routes.sessions import SessionServiceDep
@@ -47,20 +45,10 @@ _TOKEN_BODY = {
 
 async def _token_params(request: Request) -> tuple[str, str | None]:
     """``token`` and ``token_type_hint`` from a form or JSON; 400 ``invalid_request`` otherwise."""
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    data: Any
-    if content_type in FORM_TYPES:
-        try:
-            form = await request.form()
-        except (ValueError, KeyError, AssertionError):
-            raise InvalidRequest("The form body could not be parsed.") from None
-        data = {k: v for k, v in form.items() if isinstance(v, str)}
-    else:
-        raw = await request.body()
-        try:
-            data = json.loads(raw) if raw else {}
-        except (ValueError, UnicodeDecodeError):
-            raise InvalidRequest("The body is neither a form nor valid JSON.") from None
+    try:
+        data = await read_json_or_form(request, empty={})
+    except MalformedBody as exc:
+        raise InvalidRequest(str(exc)) from None
     if not isinstance(data, dict):
         raise InvalidRequest("The body must be a form or a JSON object.")
     token, hint = data.get("token"), data.get("token_type_hint")
