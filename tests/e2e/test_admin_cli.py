@@ -128,7 +128,14 @@ async def test_purge_deletes_only_capped_sessions_and_stale_failures(
             LoginFailure.__table__.insert(),
             [
                 {
+                    # Past every window, the account cap's 24 h included.
                     "username": "old",
+                    "ip_address": "192.0.2.1",
+                    "attempted_at": now - timedelta(days=1, seconds=60),
+                },
+                {
+                    # Past the 5-minute window, but still counting toward the account cap.
+                    "username": "account",
                     "ip_address": "192.0.2.1",
                     "attempted_at": now - timedelta(seconds=400),
                 },
@@ -146,9 +153,9 @@ async def test_purge_deletes_only_capped_sessions_and_stale_failures(
 
     async with clean_db.connect() as conn:
         left = {str(i) for i in (await conn.execute(select(AuthSession.id))).scalars()}
-        failures = list((await conn.execute(select(LoginFailure.username))).scalars())
+        failures = set((await conn.execute(select(LoginFailure.username))).scalars())
     assert left == {_sid(live), _sid(reused)}
-    assert failures == ["new"]
+    assert failures == {"account", "new"}
     orphans = await _count(
         clean_db,
         select(func.count())

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from authsvc.config import Settings
 from authsvc.repositories.housekeeping import HousekeepingRepository
+from authsvc.services.throttle import ThrottleLimits
 
 logger = logging.getLogger("authsvc.purge")
 IdT = TypeVar("IdT")
@@ -58,7 +59,10 @@ async def purge(
     batch = settings.purge_batch_size
     # A token is judged with up to the clock-skew leeway; keep its session that much longer.
     session_cutoff = now - timedelta(seconds=settings.clock_skew_seconds)
-    failure_cutoff = now - timedelta(seconds=settings.login_window_seconds)
+    # A failure counts toward the account cap for longer than the per-address window.
+    failure_cutoff = now - timedelta(
+        seconds=ThrottleLimits.from_settings(settings).retention_seconds
+    )
     sessions = await _in_batches(
         sessionmaker,
         batch,
