@@ -30,6 +30,17 @@ class UserRepository:
         await self._session.flush()
         return user
 
+    async def lock_if_enabled(self, user_id: uuid.UUID) -> bool:
+        """Lock the user's row if the account is enabled; ``False`` if it is disabled now.
+
+        Taken by a login before it starts a session: a concurrent ``disable`` then either
+        happened first (and is seen here) or waits, and its revocation covers the new session.
+        """
+        result = await self._session.execute(
+            select(User.id).where(User.id == user_id, User.disabled_at.is_(None)).with_for_update()
+        )
+        return result.first() is not None
+
     async def set_password_hash(self, user_id: uuid.UUID, password_hash: str) -> None:
         await self._session.execute(
             update(User).where(User.id == user_id).values(password_hash=password_hash)

@@ -137,6 +137,13 @@ class AuthService:
                 replace(event, type=EventType.LOGIN_DISABLED, user_id=user_id)
             )
             raise AccountDisabled()
+        # The account may have been disabled while the password was being hashed.
+        if not await self._users.lock_if_enabled(user_id):
+            await self._db.rollback()
+            await self._events.record(
+                replace(event, type=EventType.LOGIN_DISABLED, user_id=user_id)
+            )
+            raise AccountDisabled()
         if new_hash is not None:
             await self._users.set_password_hash(user_id, new_hash)
         await self._throttle.record_success(username, client.ip_address, now)
