@@ -16,6 +16,7 @@ from typing import Any, Literal
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from authsvc.config import Settings
+from authsvc.db import begin_read_only
 from authsvc.errors import InvalidRefreshToken, InvalidToken, SessionNotFound, TokenExpired
 from authsvc.repositories.sessions import SessionRepository, TokenState
 from authsvc.repositories.users import UserRepository
@@ -91,6 +92,7 @@ class SessionService:
         self, *, user_id: uuid.UUID, current_session: str, now: datetime
     ) -> list[SessionInfo]:
         """The user's live sessions, newest first; ``current`` marks ``current_session``."""
+        await begin_read_only(self._db)
         rows = await self._sessions.list_live(user_id, now)
         # Copied out before the rollback, which expires the ORM rows.
         sessions = [
@@ -166,6 +168,7 @@ class SessionService:
 
     async def introspect(self, *, token: str, now: datetime) -> dict[str, Any] | None:
         """RFC 7662: the claims of a live token whose session is active, else ``None``."""
+        await begin_read_only(self._db)
         try:
             return await self._introspect_access(token, now) or await self._introspect_refresh(
                 token, now
