@@ -126,6 +126,8 @@ def serve(host: str, port: int, workers: int) -> None:
             port=port,
             workers=workers,
             server_header=False,
+            # uvicorn's httptools protocol with the request head bounded in size and time.
+            http="authsvc.serving:BoundedHttpToolsProtocol",
             proxy_headers=False,  # X-Forwarded-For is judged by AUTHSVC_TRUSTED_PROXIES
             timeout_graceful_shutdown=20,
             # Our request middleware logs each request once, as structured data.
@@ -274,20 +276,24 @@ def _audit_sink(session: AsyncSession) -> EventSink:
 
 @app.command()
 def purge() -> None:
-    """Delete sessions past their absolute cap (with their tokens) and stale login failures."""
+    """Delete sessions past their absolute cap (with their tokens), login and registration
+    attempts no limit counts any more, and known addresses past their time."""
+    from authsvc.services.purge import PurgeResult
     from authsvc.services.purge import purge as run_purge
 
     settings = load_settings()
 
-    async def work(session: AsyncSession) -> tuple[int, int]:
+    async def work(session: AsyncSession) -> PurgeResult:
         from sqlalchemy.ext.asyncio import AsyncEngine
 
         assert isinstance(session.bind, AsyncEngine)
-        result = await run_purge(make_sessionmaker(session.bind), settings, datetime.now(UTC))
-        return result.sessions, result.login_failures
+        return await run_purge(make_sessionmaker(session.bind), settings, datetime.now(UTC))
 
-    sessions, failures = run_db(settings, work)
-    print(f"purged {sessions} session(s) and {failures} failed-login record(s)")
+    result = run_db(settings, work)
+    print(
+        f"purged {result.sessions} session(s), {result.attempts} attempt record(s)"
+        f" and {result.known_addresses} known address(es)"
+    )
 
 
 _RELATIVE = re.compile(r"^(\d+)\s*([smhdw])$")

@@ -51,6 +51,12 @@ class Settings(BaseSettings):
     # addresses together; a successful login resets it, else failures age out of this window.
     login_account_max_failures: int = Field(100, gt=0, le=100)
     login_account_window_seconds: int = Field(86400, gt=0)
+    # The account cap does not apply from an address (IPv6: its /64) the account logged in
+    # from successfully within this many days (NIST SP 800-63B §5.2.2: the cap must not
+    # become a way to lock the owner out).
+    login_known_address_days: int = Field(30, ge=0)
+    register_max_per_address: int = Field(20, gt=0)
+    register_window_seconds: int = Field(3600, gt=0)
     cors_origins: CommaList = []
     cookie_secure: bool = True
     password_min_length: int = Field(12, ge=1, le=128)
@@ -70,6 +76,8 @@ class Settings(BaseSettings):
     argon2_parallelism: int = Field(1, ge=1)
     # How many hashes may run at once (each holds its memory cost).
     password_hash_concurrency: int = Field(default_factory=lambda: os.cpu_count() or 2, ge=1)
+    # How many requests may wait for a hashing slot in one worker; beyond it, 503 at once.
+    password_hash_queue_max: int = Field(32, ge=0)
 
     db_pool_size: int = Field(10, ge=1)
     # No overflow by default: connections opened and closed again at every burst cost

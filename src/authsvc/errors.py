@@ -8,6 +8,8 @@ from enum import StrEnum
 class ErrorCode(StrEnum):
     VALIDATION_ERROR = "validation_error"
     PAYLOAD_TOO_LARGE = "payload_too_large"
+    # Sent by the HTTP protocol itself (authsvc.serving), before the application runs.
+    HEADERS_TOO_LARGE = "headers_too_large"
     NOT_FOUND = "not_found"
     METHOD_NOT_ALLOWED = "method_not_allowed"
     USERNAME_TAKEN = "username_taken"
@@ -134,3 +136,12 @@ class InvalidClient(AuthError):
 class ServiceUnavailable(AuthError):
     code = ErrorCode.SERVICE_UNAVAILABLE
     detail = "The service is temporarily unavailable; try again shortly."
+    # Seconds for the ``Retry-After`` header.
+    retry_after = 5
+
+
+class HashingBusy(ServiceUnavailable):
+    """Too many requests already wait for a password-hashing slot: refused before hashing."""
+
+    detail = "Too many password checks are waiting; try again in a moment."
+    retry_after = 1

@@ -48,6 +48,7 @@ def build_hasher(settings: Settings, metrics: ServiceMetrics | None = None) -> P
         time_cost=settings.argon2_time_cost,
         parallelism=settings.argon2_parallelism,
         concurrency=settings.password_hash_concurrency,
+        queue_max=settings.password_hash_queue_max,
         observe=metrics.observe_hash if metrics is not None else None,
     )
 

@@ -5,7 +5,17 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, Uuid, true
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    UniqueConstraint,
+    Uuid,
+    true,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from authsvc.db import Base, UTCDateTime
@@ -63,7 +73,11 @@ class RefreshToken(Base):
 
 
 class LoginFailure(Base):
-    """A failed login, for the throttle (kept while any throttle window can still count it)."""
+    """A login attempt the throttle counts: in flight (its password not yet checked) or failed.
+
+    Inserted and committed before the password is checked; a success, or an attempt that
+    was refused, deletes its row again. Kept while any throttle window can still count it.
+    """
 
     __tablename__ = "login_failures"
     __table_args__ = (
@@ -77,9 +91,40 @@ class LoginFailure(Base):
     username: Mapped[str] = mapped_column(String(64))
     ip_address: Mapped[str] = mapped_column(String(64))
     attempted_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # ip_address is the client's throttle key: an IPv4 address, or an IPv6 /64 prefix.
     # Still counts toward the account's consecutive-failure cap; a successful login clears it
     # for every row of the username (the per-address windows are unaffected).
     counts_for_account: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+
+
+class RegistrationAttempt(Base):
+    """A registration attempt, whatever its outcome, for the per-address registration limit."""
+
+    __tablename__ = "registration_attempts"
+    __table_args__ = (
+        Index("ix_registration_attempts_ip_address_at", "ip_address", "attempted_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    # The client's throttle key: an IPv4 address, or an IPv6 /64 prefix.
+    ip_address: Mapped[str] = mapped_column(String(64))
+    attempted_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class KnownAddress(Base):
+    """An address (IPv6: its /64) a user logged in from successfully, and when it last did.
+
+    Only a keyed hash of the address is stored (HMAC under a key derived from the signing
+    key), so the table does not say where users log in from.
+    """
+
+    __tablename__ = "known_addresses"
+    __table_args__ = (UniqueConstraint("user_id", "address_digest"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    address_digest: Mapped[str] = mapped_column(String(64))
+    last_login_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
 
 
 class AuditEvent(Base):

@@ -76,7 +76,10 @@ async def test_every_kind_of_event_is_recorded_without_secrets(
         assert kind in kinds, kind
     failed = [r for r in rows if r.event == "login_failed"]
     assert {r.detail for r in failed} == {"wrong_password", "unknown_user"}
-    assert {r.username for r in failed} == {user["username"], "ghost-user"}
+    # The username typed for an unknown user is often a password typed into the wrong
+    # field: like the logs, the trail keeps it out.
+    assert {r.username for r in failed} == {user["username"], None}
+    assert "ghost-user" not in repr([tuple(r) for r in rows])
     assert all(r.ip_address == "203.0.113.7" for r in rows if r.event != "user_registered")
     assert all(r.occurred_at is not None for r in rows)
     revoked = [r for r in rows if r.event == "session_revoked"]

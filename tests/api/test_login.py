@@ -149,6 +149,40 @@ async def test_cookie_transport_puts_the_refresh_token_only_in_the_cookie(
         assert part in cookie  # spelled as API.md spells it
 
 
+@pytest.mark.parametrize("form", [False, True])
+async def test_cookie_login_from_a_foreign_origin_is_refused_and_creates_nothing(
+    make_client: ClientFactory, clean_db: AsyncEngine, form: bool
+) -> None:
+    # Login CSRF: a foreign page posting its own credentials must not plant its session.
+    async with make_client(cors_origins="https://app.example") as client:
+        user = await register(client)
+        body = {"username": user["username"], "password": PASSWORD}
+        sent = {"data": body} if form else {"json": body}
+        foreign = await client.post(
+            "/login",
+            params={"transport": "cookie"},
+            headers={"Origin": "https://evil.example"},
+            **sent,  # type: ignore[arg-type]
+        )
+        assert foreign.status_code == 403
+        assert foreign.json()["error"] == "origin_not_allowed"
+        assert "set-cookie" not in foreign.headers
+        async with clean_db.connect() as conn:
+            assert (await conn.execute(select(AuthSession.id))).first() is None
+        for headers in ({"Origin": "https://app.example"}, {}):
+            allowed = await client.post(
+                "/login",
+                params={"transport": "cookie"},
+                headers=headers,
+                **sent,  # type: ignore[arg-type]
+            )
+            assert allowed.status_code == 200, allowed.text
+            assert allowed.headers["set-cookie"].startswith("authsvc_refresh=")
+        # The JSON transport sets no cookie, so it is not a CSRF target.
+        plain = await client.post("/login", headers={"Origin": "https://evil.example"}, json=body)
+        assert plain.status_code == 200
+
+
 async def test_cookie_secure_false_drops_the_secure_flag(make_client: ClientFactory) -> None:
     async with make_client(cookie_secure=False) as client:
         user = await register(client)

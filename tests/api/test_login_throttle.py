@@ -10,11 +10,15 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from httpx import AsyncClient, Response
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from authsvc.models import KnownAddress
 from authsvc.security.passwords import PasswordHasher
 from tests.conftest import PASSWORD, ClientFactory, register, unique_username
 from tests.redis_support import REDIS_URL, require_redis
@@ -216,18 +220,25 @@ async def test_concurrent_burst_ends_throttled_without_errors(
         burst = await asyncio.gather(*(attempt(client, user["username"]) for _ in range(20)))
         statuses = sorted(r.status_code for r in burst)
         assert set(statuses) <= {401, 429}, statuses
-        assert statuses.count(401) >= 5
+        # Counted before checked: never more checks than the limit, and the refused
+        # attempts were not counted, so the window holds the rest of the limit.
+        checked = statuses.count(401)
+        assert checked <= 5
+        for _ in range(5 - checked):
+            assert (await attempt(client, user["username"])).status_code == 401
         assert_throttled(await attempt(client, user["username"], PASSWORD), 300)
 
 
 async def test_redis_unreachable_fails_closed(make_client: ClientFactory) -> None:
-    async with make_client(redis_url="redis://127.0.0.1:1/0") as client:
+    async with make_client() as client:
         user = await register(client)
-        response = await client.post(
-            "/login", json={"username": user["username"], "password": PASSWORD}
-        )
-        assert response.status_code == 503
-        assert response.json()["error"] == "service_unavailable"
+    async with make_client(redis_url="redis://127.0.0.1:1/0") as client:
+        body = {"username": user["username"], "password": PASSWORD}
+        for path, json in [("/login", body), ("/register", {**body, "username": "newcomer"})]:
+            response = await client.post(path, json=json)
+            assert response.status_code == 503, path
+            assert response.json()["error"] == "service_unavailable"
+            assert response.headers["Retry-After"] == "5"
 
 
 async def test_spoofed_forwarded_for_does_not_escape_the_throttle(
@@ -253,3 +264,148 @@ async def test_client_chosen_hops_before_the_proxy_do_not_escape_the_throttle(
             client, user["username"], PASSWORD, address="10.9.9.9, 198.51.100.77"
         )
         assert_throttled(blocked, 300)
+
+
+async def test_account_cap_spares_an_address_the_owner_logged_in_from(
+    throttled_client: Callable[..., Any], clean_db: AsyncEngine
+) -> None:
+    # Someone else's failures must not lock the owner out of where it logged in before.
+    async with throttled_client(login_account_max_failures=3) as client:
+        user = await register(client)
+        name = user["username"]
+        home, office = "192.0.2.10", "2001:db8:aa:bb::1"
+        for address in (home, office):
+            assert (await attempt(client, name, PASSWORD, address=address)).status_code == 200
+        for i in range(3):
+            assert (await attempt(client, name, address=f"198.51.100.{i}")).status_code == 401
+        assert_throttled(await attempt(client, name, PASSWORD, address="192.0.2.11"), 86400)
+        # From a known address the right password still works: the address itself, and
+        # another address of the same IPv6 /64.
+        assert (await attempt(client, name, PASSWORD, address=home)).status_code == 200
+        for i in range(3):
+            assert (await attempt(client, name, address=f"198.51.100.{10 + i}")).status_code == 401
+        ok = await attempt(client, name, PASSWORD, address="2001:db8:aa:bb:ffff::9")
+        assert ok.status_code == 200, ok.text
+
+    async with clean_db.connect() as conn:
+        stored = (await conn.execute(select(KnownAddress.address_digest))).scalars().all()
+    # Keyed hashes only, one per address (the /64 once), none of them the address.
+    assert len(stored) == 2
+    assert all(len(digest) == 64 and ":" not in digest and "." not in digest for digest in stored)
+
+
+async def test_a_known_address_is_forgotten_after_the_configured_days(
+    throttled_client: Callable[..., Any], clean_db: AsyncEngine
+) -> None:
+    async with throttled_client(
+        login_account_max_failures=2, login_known_address_days=30
+    ) as client:
+        user = await register(client)
+        name = user["username"]
+        assert (await attempt(client, name, PASSWORD, address="192.0.2.30")).status_code == 200
+        async with clean_db.begin() as conn:
+            await conn.execute(
+                update(KnownAddress).values(
+                    last_login_at=datetime.now(UTC) - timedelta(days=30, minutes=1)
+                )
+            )
+        for i in range(2):
+            await attempt(client, name, address=f"198.51.100.{i}")
+        assert_throttled(await attempt(client, name, PASSWORD, address="192.0.2.30"), 86400)
+
+
+async def test_known_addresses_can_be_turned_off(throttled_client: Callable[..., Any]) -> None:
+    async with throttled_client(login_account_max_failures=2, login_known_address_days=0) as client:
+        user = await register(client)
+        name = user["username"]
+        assert (await attempt(client, name, PASSWORD, address="192.0.2.40")).status_code == 200
+        for i in range(2):
+            await attempt(client, name, address=f"198.51.100.{i}")
+        assert_throttled(await attempt(client, name, PASSWORD, address="192.0.2.40"), 86400)
+
+
+async def test_ipv6_addresses_count_by_their_64_prefix(
+    throttled_client: Callable[..., Any],
+) -> None:
+    async with throttled_client(login_max_attempts=3, login_max_attempts_per_address=5) as client:
+        user = await register(client)
+        name = user["username"]
+        # One username: three guesses from three addresses of one /64 fill the pair window.
+        for i in range(3):
+            assert (
+                await attempt(client, name, address=f"2001:db8:1:2::{i + 1}")
+            ).status_code == 401
+        assert_throttled(await attempt(client, name, PASSWORD, address="2001:db8:1:2:ffff::1"), 300)
+        ok = await attempt(client, name, PASSWORD, address="2001:db8:1:3::1")  # another /64
+        assert ok.status_code == 200, ok.text
+        # Many usernames from one /64 fill the per-address window.
+        for i in range(5):
+            ghost = unique_username("ghost")
+            response = await attempt(client, ghost, address=f"2001:db8:9:9:{i}::1")
+            assert response.status_code == 401
+        assert_throttled(
+            await attempt(client, unique_username(), address="2001:db8:9:9::abcd"), 300
+        )
+
+
+async def test_registration_is_limited_per_address_whatever_the_outcome(
+    throttled_client: Callable[..., Any],
+) -> None:
+    async with throttled_client(register_max_per_address=3, register_window_seconds=600) as client:
+        taken = unique_username()
+
+        async def sign_up(username: str, password: str, address: str) -> Response:
+            return await client.post(
+                "/register",
+                json={"username": username, "password": password},
+                headers={"X-Forwarded-For": address},
+            )
+
+        assert (await sign_up(taken, PASSWORD, "198.51.100.50")).status_code == 201
+        # A 409 (probing for usernames) and a 422 count too.
+        assert (await sign_up(taken, PASSWORD, "198.51.100.50")).status_code == 409
+        assert (await sign_up(unique_username(), "password", "198.51.100.50")).status_code == 422
+        refused = await sign_up(unique_username(), PASSWORD, "198.51.100.50")
+        assert_throttled(refused, 600)
+        assert "registration" in refused.json()["detail"]
+        # Other addresses are not affected; an IPv6 /64 is one address.
+        assert (await sign_up(unique_username(), PASSWORD, "198.51.100.51")).status_code == 201
+        for i in range(3):
+            await sign_up(unique_username(), PASSWORD, f"2001:db8:5:5::{i + 1}")
+        assert_throttled(await sign_up(unique_username(), PASSWORD, "2001:db8:5:5::99"), 600)
+
+
+async def test_registration_limit_holds_under_a_burst(
+    throttled_client: Callable[..., Any],
+) -> None:
+    async with throttled_client(register_max_per_address=4) as client:
+        taken = unique_username()
+        responses = await asyncio.gather(
+            *(
+                client.post(
+                    "/register",
+                    json={"username": taken, "password": PASSWORD},
+                    headers={"X-Forwarded-For": "198.51.100.60"},
+                )
+                for _ in range(16)
+            )
+        )
+        statuses = [r.status_code for r in responses]
+        assert set(statuses) <= {201, 409, 429}, statuses
+        admitted = statuses.count(201) + statuses.count(409)
+        assert admitted <= 4
+        assert statuses.count(201) <= 1
+        # The refused ones were not counted: the rest of the limit is still there.
+        for _ in range(4 - admitted):
+            response = await client.post(
+                "/register",
+                json={"username": unique_username(), "password": PASSWORD},
+                headers={"X-Forwarded-For": "198.51.100.60"},
+            )
+            assert response.status_code == 201
+        refused = await client.post(
+            "/register",
+            json={"username": unique_username(), "password": PASSWORD},
+            headers={"X-Forwarded-For": "198.51.100.60"},
+        )
+        assert_throttled(refused, 3600)

@@ -132,3 +132,26 @@ async def test_lying_content_length_is_counted(client: AsyncClient) -> None:
         headers={"Content-Type": "application/json", "Content-Length": "10"},
     )
     assert response.status_code == 413
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type"),
+    [
+        ("/login", "application/x-www-form-urlencoded"),
+        ("/login", "multipart/form-data; boundary=xyz"),
+        ("/revoke", "application/x-www-form-urlencoded"),
+        ("/register", "text/plain"),
+        ("/login", "application/json"),
+    ],
+)
+async def test_chunked_body_over_64_kib_is_413_whatever_its_content_type(
+    client: AsyncClient, path: str, content_type: str
+) -> None:
+    async def chunks():  # type: ignore[no-untyped-def]
+        yield b"username=alice&password="
+        for _ in range(20):
+            yield b"p" * 4096
+
+    response = await client.post(path, content=chunks(), headers={"Content-Type": content_type})
+    assert response.status_code == 413, response.text
+    assert response.json()["error"] == "payload_too_large"

@@ -12,7 +12,14 @@ from httpx import AsyncClient
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from authsvc.models import AuditEvent, AuthSession, LoginFailure, RefreshToken
+from authsvc.models import (
+    AuditEvent,
+    AuthSession,
+    KnownAddress,
+    LoginFailure,
+    RefreshToken,
+    RegistrationAttempt,
+)
 from tests.conftest import PASSWORD, ClientFactory, login, register
 from tests.e2e.processes import CliResult, cli_env, run_cli_async
 
@@ -147,15 +154,42 @@ async def test_purge_deletes_only_capped_sessions_and_stale_failures(
             ],
         )
 
+        # Registration attempts count for AUTHSVC_REGISTER_WINDOW_SECONDS (1 h).
+        await conn.execute(
+            RegistrationAttempt.__table__.insert(),
+            [
+                {"ip_address": "192.0.2.2", "attempted_at": now - timedelta(hours=1, seconds=5)},
+                {"ip_address": "192.0.2.3", "attempted_at": now - timedelta(minutes=50)},
+            ],
+        )
+        # The login above made its address known; one more, last used 31 days ago, is
+        # past AUTHSVC_LOGIN_KNOWN_ADDRESS_DAYS (30).
+        await conn.execute(
+            KnownAddress.__table__.insert(),
+            [
+                {
+                    "user_id": uuid.UUID(user["id"]),
+                    "address_digest": "0" * 64,
+                    "last_login_at": now - timedelta(days=31),
+                }
+            ],
+        )
+
     result = await cli("purge")
     assert result.code == 0, result.stderr
-    assert result.stdout.strip() == "purged 1 session(s) and 1 failed-login record(s)"
+    assert (
+        result.stdout.strip() == "purged 1 session(s), 2 attempt record(s) and 1 known address(es)"
+    )
 
     async with clean_db.connect() as conn:
         left = {str(i) for i in (await conn.execute(select(AuthSession.id))).scalars()}
         failures = set((await conn.execute(select(LoginFailure.username))).scalars())
+        registrations = set((await conn.execute(select(RegistrationAttempt.ip_address))).scalars())
+        known = list((await conn.execute(select(KnownAddress.address_digest))).scalars())
     assert left == {_sid(live), _sid(reused)}
     assert failures == {"account", "new"}
+    assert "192.0.2.3" in registrations and "192.0.2.2" not in registrations
+    assert len(known) == 1 and known[0] != "0" * 64
     orphans = await _count(
         clean_db,
         select(func.count())
@@ -172,7 +206,9 @@ async def test_purge_deletes_only_capped_sessions_and_stale_failures(
     assert late.json()["error"] == "refresh_token_reused"
 
     again = await cli("purge")
-    assert again.stdout.strip() == "purged 0 session(s) and 0 failed-login record(s)"
+    assert (
+        again.stdout.strip() == "purged 0 session(s), 0 attempt record(s) and 0 known address(es)"
+    )
 
 
 async def test_background_purge_runs_in_the_app(

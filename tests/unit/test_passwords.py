@@ -3,7 +3,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from contextvars import Context
 
+import pytest
+
+from authsvc.errors import HashingBusy
 from authsvc.security.passwords import PasswordHasher
 
 
@@ -54,3 +58,56 @@ async def test_dummy_verify_costs_a_real_verification() -> None:
     await hasher.verify_and_update("whatever", digest)
     real = time.perf_counter() - t0
     assert dummy > real / 4  # same order of magnitude: not a shortcut
+
+
+async def test_a_full_queue_refuses_at_once_without_hashing() -> None:
+    calls: list[str] = []
+    hasher = PasswordHasher(concurrency=1, queue_max=2, observe=lambda op, _s: calls.append(op))
+    digest = await hasher.hash("the password 123")
+    calls.clear()
+    # One runs, two wait: the queue is full.
+    admitted = [asyncio.create_task(hasher.verify_and_update("guess", digest)) for _ in range(3)]
+    await asyncio.sleep(0)
+    assert not hasher.has_room()
+    for refused in (
+        hasher.verify_and_update("guess", digest),
+        hasher.hash("another password"),
+        hasher.dummy_verify("guess"),
+    ):
+        with pytest.raises(HashingBusy) as info:
+            await refused
+        assert info.value.retry_after >= 1
+    assert [ok for ok, _ in await asyncio.gather(*admitted)] == [False, False, False]
+    assert calls == ["verify"] * 3  # the refused ones never reached argon2
+    assert hasher.has_room()
+    assert (await hasher.verify_and_update("the password 123", digest))[0] is True
+
+
+async def test_without_a_queue_bound_every_request_waits() -> None:
+    hasher = PasswordHasher(concurrency=1, memory_cost=1024, time_cost=1)
+    digests = await asyncio.gather(*(hasher.hash(f"password-{i}") for i in range(20)))
+    assert len(set(digests)) == 20
+
+
+async def test_a_reservation_holds_one_place_for_the_whole_request() -> None:
+    hasher = PasswordHasher(concurrency=1, queue_max=1, memory_cost=1024, time_cost=1)
+    with hasher.reservation():
+        # The request's own hashes use its place...
+        digest = await hasher.hash("the password 123")
+        assert (await hasher.verify_and_update("the password 123", digest))[0] is True
+        with hasher.reservation():
+            assert hasher.has_room()  # one place taken of two
+        # ...and a second request (a task of its own) takes the other; a third is refused
+        # before any work.
+        other = asyncio.create_task(hasher.hash("another one 456"), context=Context())
+        await asyncio.sleep(0)
+        assert not hasher.has_room()
+
+        def third_request() -> None:
+            with hasher.reservation():
+                pass
+
+        with pytest.raises(HashingBusy):
+            Context().run(third_request)
+        await other
+    assert hasher.has_room()

@@ -10,7 +10,7 @@ from authsvc.config import Settings
 from authsvc.security.passwords import PasswordHasher
 from authsvc.security.tokens import TokenCodec
 from authsvc.services.events import EventSink, NullSink
-from authsvc.services.throttle import LoginThrottle
+from authsvc.services.throttle import Throttle
 
 
 @dataclass
@@ -22,4 +22,4 @@ class AppContext:
     codec: TokenCodec
     events: EventSink = field(default_factory=NullSink)
     # Shared by all requests (Redis); None: each request counts in the database.
-    throttle: LoginThrottle | None = None
+    throttle: Throttle | None = None

@@ -21,6 +21,8 @@ logger = logging.getLogger("authsvc.errors")
 STATUS: dict[ErrorCode, int] = {
     ErrorCode.VALIDATION_ERROR: 422,
     ErrorCode.PAYLOAD_TOO_LARGE: 413,
+    ErrorCode.HEADERS_TOO_LARGE: 431,
+    ErrorCode.HEADERS_TOO_LARGE: 431,
     ErrorCode.NOT_FOUND: 404,
     ErrorCode.METHOD_NOT_ALLOWED: 405,
     ErrorCode.USERNAME_TAKEN: 409,
@@ -53,7 +55,6 @@ WWW_AUTHENTICATE: dict[ErrorCode, str] = {
     ErrorCode.INVALID_TOKEN: f'{REALM}, error="invalid_token"',
     ErrorCode.INVALID_CLIENT: 'Basic realm="authsvc"',
 }
-SERVICE_UNAVAILABLE_RETRY_AFTER = "5"
 _HTTP_CODES = {
     404: ErrorCode.NOT_FOUND,
     405: ErrorCode.METHOD_NOT_ALLOWED,
@@ -73,8 +74,8 @@ def auth_error_response(exc: AuthError) -> JSONResponse:
         headers["WWW-Authenticate"] = WWW_AUTHENTICATE[exc.code]
     if isinstance(exc, TooManyAttempts):
         headers["Retry-After"] = str(exc.retry_after)
-    if exc.code is ErrorCode.SERVICE_UNAVAILABLE:
-        headers["Retry-After"] = SERVICE_UNAVAILABLE_RETRY_AFTER
+    if isinstance(exc, ServiceUnavailable):
+        headers["Retry-After"] = str(exc.retry_after)
     return error_response(exc.code, exc.detail, STATUS[exc.code], headers)
 
 

@@ -6,25 +6,18 @@ import json
 from collections.abc import Sequence
 from typing import ClassVar
 
-from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 MAX_BODY_BYTES = 64 * 1024
 
 
-class _BodyTooLarge(HTTPException):
-    """Raised from ``receive``. An ``HTTPException`` so that FastAPI's body reader, which
-    turns other exceptions into a generic 400, lets it through to the 413 handler."""
-
-    def __init__(self, max_bytes: int) -> None:
-        super().__init__(413, f"The request body exceeds {max_bytes} bytes.")
-
-
 class BodySizeLimitMiddleware:
     """Refuse bodies over ``max_bytes`` with 413 ``payload_too_large`` before parsing.
 
-    ``Content-Length`` is checked first, but the bytes are also counted as they stream in:
-    a chunked body, or one that lies about its length, is cut off at the limit.
+    ``Content-Length`` is checked first; then the whole body is read (counted as it streams
+    in) before the application sees any of it, so a chunked body, or one that lies about
+    its length, gets the same 413 whatever its content type: no parser ever starts on a
+    body that turns out too large. At most ``max_bytes`` plus one received chunk is held.
     """
 
     def __init__(self, app: ASGIApp, max_bytes: int = MAX_BODY_BYTES) -> None:
@@ -44,29 +37,27 @@ class BodySizeLimitMiddleware:
                 if too_big:
                     await self._refuse(send)
                     return
-        received = 0
-        started = False
-
-        async def counting_receive() -> Message:
-            nonlocal received
+        body = bytearray()
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise _BodyTooLarge(self.max_bytes)
-            return message
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, counting_receive, tracking_send)
-        except _BodyTooLarge:
-            if not started:
+            if message["type"] != "http.request":
+                return  # the client went away before it finished sending
+            body += message.get("body", b"")
+            if len(body) > self.max_bytes:
                 await self._refuse(send)
+                return
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": bytes(body), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
 
     async def _refuse(self, send: Send) -> None:
         await send_error(

@@ -24,7 +24,9 @@ EVENT_LOGGER = "authsvc.events"
 ACCESS_LOGGER = "authsvc.access"
 
 # Events an operator should notice: someone replayed a rotated token, or is guessing.
-_WARNING_EVENTS = frozenset({EventType.REFRESH_REUSED, EventType.LOGIN_THROTTLED})
+_WARNING_EVENTS = frozenset(
+    {EventType.REFRESH_REUSED, EventType.LOGIN_THROTTLED, EventType.REGISTRATION_THROTTLED}
+)
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:

@@ -10,7 +10,13 @@ from typing import Any
 from sqlalchemy import Select, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from authsvc.models import AuthSession, LoginFailure, RefreshToken
+from authsvc.models import (
+    AuthSession,
+    KnownAddress,
+    LoginFailure,
+    RefreshToken,
+    RegistrationAttempt,
+)
 
 
 class HousekeepingRepository:
@@ -58,6 +64,42 @@ class HousekeepingRepository:
         result = await self._session.execute(
             delete(LoginFailure)
             .where(LoginFailure.id.in_(ids))
+            .execution_options(synchronize_session=False)
+        )
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+    async def stale_registration_ids(self, cutoff: datetime, limit: int) -> Sequence[int]:
+        """Up to ``limit`` registration attempts older than ``cutoff``."""
+        query = (
+            select(RegistrationAttempt.id)
+            .where(RegistrationAttempt.attempted_at < cutoff)
+            .limit(limit)
+        )
+        result = await self._session.execute(self._claim(query))
+        return [int(i) for i in result.scalars()]
+
+    async def delete_registrations(self, ids: Sequence[int]) -> int:
+        if not ids:
+            return 0
+        result = await self._session.execute(
+            delete(RegistrationAttempt)
+            .where(RegistrationAttempt.id.in_(ids))
+            .execution_options(synchronize_session=False)
+        )
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+    async def stale_known_address_ids(self, cutoff: datetime, limit: int) -> Sequence[int]:
+        """Up to ``limit`` known addresses last logged in from before ``cutoff``."""
+        query = select(KnownAddress.id).where(KnownAddress.last_login_at < cutoff).limit(limit)
+        result = await self._session.execute(self._claim(query))
+        return [int(i) for i in result.scalars()]
+
+    async def delete_known_addresses(self, ids: Sequence[int]) -> int:
+        if not ids:
+            return 0
+        result = await self._session.execute(
+            delete(KnownAddress)
+            .where(KnownAddress.id.in_(ids))
             .execution_options(synchronize_session=False)
         )
         return int(result.rowcount or 0)  # type: ignore[attr-defined]

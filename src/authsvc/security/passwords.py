@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import TypeVar
 
 import anyio
@@ -11,11 +13,15 @@ import anyio.to_thread
 from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
 
+from authsvc.errors import HashingBusy
+
 # Hashed once at start-up with the live parameters; verified against for unknown users so
 # that "no such user" costs the same time as "wrong password" (no user enumeration).
 _DUMMY_PASSWORD = "authsvc-dummy-password-for-timing"  # noqa: S105 - not a credential
 
 T = TypeVar("T")
+# The hasher whose place the running request holds (``PasswordHasher.reservation``).
+_reserved: ContextVar[PasswordHasher | None] = ContextVar("authsvc_hash_place", default=None)
 # Called with ("hash" | "verify", seconds) after each argon2 run, from the worker thread.
 HashObserver = Callable[[str, float], None]
 
@@ -25,6 +31,9 @@ class PasswordHasher:
 
     Each hash holds ``memory_cost`` KiB while it runs, so the limiter bounds both CPU
     and memory; requests beyond it wait their turn instead of freezing the event loop.
+    At most ``queue_max`` wait (``None``: no bound): one more is refused at once with
+    ``HashingBusy`` (503), so a flood gets quick refusals instead of a queue that grows
+    without bound while every waiting request holds its connection and body.
     """
 
     def __init__(
@@ -34,14 +43,43 @@ class PasswordHasher:
         time_cost: int = 2,
         parallelism: int = 1,
         concurrency: int = 2,
+        queue_max: int | None = None,
         observe: HashObserver | None = None,
     ) -> None:
         self._hash = PasswordHash(
             (Argon2Hasher(memory_cost=memory_cost, time_cost=time_cost, parallelism=parallelism),)
         )
         self._limiter = anyio.CapacityLimiter(concurrency)
+        # Requests holding a place: hashing, waiting for a slot, or about to hash (see
+        # ``reservation``). The event loop is the only writer.
+        self._admitted = 0
+        self._max_admitted = None if queue_max is None else concurrency + queue_max
         self._dummy_hash: str | None = None
         self._observe = observe
+
+    def has_room(self) -> bool:
+        """Whether a hash asked for now would run or wait, rather than be refused."""
+        return self._max_admitted is None or self._admitted < self._max_admitted
+
+    @contextmanager
+    def reservation(self) -> Iterator[None]:
+        """Hold a place among the hashes running or waiting, for a whole request.
+
+        ``HashingBusy`` at once when there is none: a request that will hash is refused
+        before it does any other work. Hashes run inside the block use its place.
+        """
+        if _reserved.get() is self:
+            yield
+            return
+        if not self.has_room():
+            raise HashingBusy()
+        self._admitted += 1
+        token = _reserved.set(self)
+        try:
+            yield
+        finally:
+            _reserved.reset(token)
+            self._admitted -= 1
 
     async def _run(self, operation: str, func: Callable[..., T], *args: str) -> T:
         observe = self._observe
@@ -55,7 +93,8 @@ class PasswordHasher:
                 if observe is not None:
                     observe(operation, time.perf_counter() - started)
 
-        return await anyio.to_thread.run_sync(timed, limiter=self._limiter)
+        with self.reservation():
+            return await anyio.to_thread.run_sync(timed, limiter=self._limiter)
 
     async def hash(self, password: str) -> str:
         return await self._run("hash", self._hash.hash, password)

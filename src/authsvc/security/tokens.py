@@ -5,6 +5,8 @@ algorithm. Refresh tokens are JWTs of their own type and audience, signed with H
 a key derived (HKDF) from the signing key's private material: HMAC is deterministic, so a
 rotation's successor token can be derived again, byte for byte, from the consumed row (the
 grace window returns the *same* token without the database ever storing a usable one).
+A second derived key makes the keyed hashes the database stores instead of the client
+addresses users log in from (see ``address_digests``).
 """
 
 from __future__ import annotations
@@ -39,10 +41,12 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+def _derive_key(material: bytes, purpose: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose).derive(material)
+
+
 def _derive_refresh_key(material: bytes) -> bytes:
-    return HKDF(
-        algorithm=hashes.SHA256(), length=32, salt=None, info=b"authsvc refresh-token v1"
-    ).derive(material)
+    return _derive_key(material, b"authsvc refresh-token v1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +93,10 @@ class TokenCodec:
         self._refresh_keys = {
             kid: _derive_refresh_key(k.secret_material) for kid, k in self._keys.items()
         }
+        self._address_keys = [
+            _derive_key(self._keys[kid].secret_material, b"authsvc known-address v1")
+            for kid in self.refresh_kids
+        ]
 
     @property
     def refresh_audience(self) -> str:
@@ -175,6 +183,15 @@ class TokenCodec:
         return b64url(
             hmac.new(key, b"successor:" + consumed_hash.encode(), hashlib.sha256).digest()[:16]
         )
+
+    def address_digests(self, address: str) -> list[str]:
+        """Keyed hashes (HMAC-SHA256, hex) of a client address: what the database keeps of
+        the addresses users log in from. One per key, the current key's first, so that
+        addresses recorded before a key rotation are still recognised."""
+        return [
+            hmac.new(key, address.encode(), hashlib.sha256).hexdigest()
+            for key in self._address_keys
+        ]
 
     def issue_refresh_token(self, claims: RefreshClaims, kid: str | None = None) -> str:
         """Deterministic: the same claims (and ``kid``; default: the current key's) always

@@ -35,12 +35,16 @@ def _cut(value: str | None, length: int) -> str | None:
 
 
 def to_row(event: AuthEvent) -> AuditEvent:
-    """The row for one event (user agent and detail cut to fit, NUL bytes dropped)."""
+    """The row for one event (user agent and detail cut to fit, NUL bytes dropped).
+
+    A username is kept only once it is known to be a user's, as in the logs: what was typed
+    as the username of a failed login is often a password typed into the wrong field.
+    """
     return AuditEvent(
         occurred_at=event.at,
         event=str(event.type),
         user_id=event.user_id,
-        username=_cut(event.username, 64),
+        username=_cut(event.username, 64) if event.user_id is not None else None,
         session_id=event.session_id,
         ip_address=_cut(event.ip_address, 64),
         user_agent=_cut(event.user_agent, 512),

@@ -30,12 +30,19 @@ from authsvc.errors import (
 )
 from authsvc.models import User
 from authsvc.repositories.sessions import SessionHead, SessionRepository, TokenState
+from authsvc.repositories.throttle import ThrottleRepository
 from authsvc.repositories.users import UserRepository
 from authsvc.security.password_policy import check_password
 from authsvc.security.passwords import PasswordHasher
 from authsvc.security.tokens import AccessClaims, RefreshClaims, TokenCodec, token_hash
 from authsvc.services.events import AuthEvent, EventSink, EventType, NullSink
-from authsvc.services.throttle import DatabaseThrottle, LoginThrottle, ThrottleLimits
+from authsvc.services.throttle import (
+    DatabaseThrottle,
+    LoginTicket,
+    Throttle,
+    ThrottleLimits,
+    address_key,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,10 +70,11 @@ class AuthService:
         hasher: PasswordHasher,
         codec: TokenCodec,
         events: EventSink | None = None,
-        throttle: LoginThrottle | None = None,
+        throttle: Throttle | None = None,
     ) -> None:
         self._db = db
         self._throttle = throttle or DatabaseThrottle(db, ThrottleLimits.from_settings(settings))
+        self._throttle_rows = ThrottleRepository(db)
         self._events = events or NullSink()
         self._settings = settings
         self._hasher = hasher
@@ -74,11 +82,26 @@ class AuthService:
         self._users = UserRepository(db)
         self._sessions = SessionRepository(db)
 
-    async def register(self, *, username: str, password: str, now: datetime) -> User:
-        """Self-service sign-up, when ``AUTHSVC_ALLOW_REGISTRATION`` allows it."""
+    async def register(
+        self, *, username: str, password: str, client: ClientInfo, now: datetime
+    ) -> User:
+        """Self-service sign-up, when ``AUTHSVC_ALLOW_REGISTRATION`` allows it.
+
+        Every attempt counts toward its address's registration limit, whatever its outcome
+        (a 409 tells whether a username exists; each attempt costs a hash).
+        """
         if not self._settings.allow_registration:
             raise RegistrationDisabled()
-        return await self.create_user(username=username, password=password, now=now)
+        # A place in the hashing queue first: a flood is refused before it costs anything.
+        with self._hasher.reservation():
+            try:
+                await self._throttle.admit_registration(address_key(client.ip_address), now)
+            except TooManyAttempts:
+                await self._events.record(
+                    AuthEvent(EventType.REGISTRATION_THROTTLED, now, ip_address=client.ip_address)
+                )
+                raise
+            return await self.create_user(username=username, password=password, now=now)
 
     async def create_user(self, *, username: str, password: str, now: datetime) -> User:
         """Create a user; ``WeakPassword`` or ``UsernameTaken`` (case-folded) otherwise."""
@@ -99,8 +122,21 @@ class AuthService:
     async def login(
         self, *, username: str, password: str, client: ClientInfo, now: datetime
     ) -> IssuedTokens:
-        """Check the password and start a session with its first refresh token."""
+        """Check the password and start a session with its first refresh token.
+
+        The attempt is counted before the password is checked (``services.throttle``); a
+        wrong password leaves it counted, a right one gives it back.
+        """
+        # A place in the hashing queue first: a flood is refused (503) before it costs a
+        # count or a database round trip.
+        with self._hasher.reservation():
+            return await self._login(username=username, password=password, client=client, now=now)
+
+    async def _login(
+        self, *, username: str, password: str, client: ClientInfo, now: datetime
+    ) -> IssuedTokens:
         username = username.lower()
+        address = address_key(client.ip_address)
         event = AuthEvent(
             EventType.LOGIN_FAILED,
             now,
@@ -108,45 +144,55 @@ class AuthService:
             ip_address=client.ip_address,
             user_agent=client.user_agent,
         )
-        # Before any hashing: a throttled attempt costs no argon2, whatever its password.
+        digests = self._codec.address_digests(address)
         await begin_read_only(self._db)
-        try:
-            await self._throttle.check(username, client.ip_address, now)
-        except TooManyAttempts:
-            await self._db.rollback()
-            await self._events.record(replace(event, type=EventType.LOGIN_THROTTLED))
-            raise
         user = await self._users.get_by_username(username)
         found = (user.id, user.password_hash, user.disabled_at) if user else None
-        # End the read transaction before hashing: no connection (or SQLite write lock) is
-        # held for the tens of milliseconds argon2 takes.
-        await self._db.rollback()
+        # Asked for unknown usernames too, so both cost the same queries.
+        known = await self._known_address(username, digests, now)
+        try:
+            # An attack that goes on is refused here, at the cost of this read only.
+            await self._throttle.check_login(username, address, now, check_account=not known)
+            # End the read transaction: no connection (or SQLite lock) is held while the
+            # attempt is counted and the password hashed.
+            await self._db.rollback()
+            ticket = await self._throttle.admit_login(
+                username, address, now, check_account=not known
+            )
+        except TooManyAttempts:
+            await self._db.rollback()
+            await self._events.record(
+                replace(event, type=EventType.LOGIN_THROTTLED, user_id=found[0] if found else None)
+            )
+            raise
         if found is None:
             await self._hasher.dummy_verify(password)
-            await self._throttle.record_failure(username, client.ip_address, now)
-            await self._events.record(replace(event, detail="unknown_user"))
-            raise InvalidCredentials()
-        user_id, stored_hash, disabled_at = found
-        valid, new_hash = await self._hasher.verify_and_update(password, stored_hash)
-        if not valid:
-            await self._throttle.record_failure(username, client.ip_address, now)
-            await self._events.record(replace(event, user_id=user_id, detail="wrong_password"))
-            raise InvalidCredentials()
-        if disabled_at is not None:
+            valid, new_hash = False, None
+        else:
+            valid, new_hash = await self._hasher.verify_and_update(password, found[1])
+        if found is None or not valid:
+            # The attempt stays counted: it is this failure's record.
             await self._events.record(
-                replace(event, type=EventType.LOGIN_DISABLED, user_id=user_id)
+                replace(event, detail="unknown_user")
+                if found is None
+                else replace(event, user_id=found[0], detail="wrong_password")
             )
-            raise AccountDisabled()
-        # The account may have been disabled while the password was being hashed.
-        if not await self._users.lock_if_enabled(user_id):
+            raise InvalidCredentials()
+        user_id, _, disabled_at = found
+        # The account may have been disabled while the password was being hashed: check
+        # again under a row lock.
+        if disabled_at is not None or not await self._users.lock_if_enabled(user_id):
             await self._db.rollback()
+            await self._give_back(ticket)
             await self._events.record(
                 replace(event, type=EventType.LOGIN_DISABLED, user_id=user_id)
             )
             raise AccountDisabled()
         if new_hash is not None:
             await self._users.set_password_hash(user_id, new_hash)
-        await self._throttle.record_success(username, client.ip_address, now)
+        await self._throttle.give_back_login(ticket, succeeded=True)
+        if self._settings.login_known_address_days > 0:
+            await self._throttle_rows.remember_address(user_id=user_id, digest=digests[0], now=now)
         tokens = await self._start_session(user_id, client, now)
         await self._db.commit()
         await self._events.record(
@@ -155,6 +201,19 @@ class AuthService:
             )
         )
         return tokens
+
+    async def _known_address(self, username: str, digests: list[str], now: datetime) -> bool:
+        days = self._settings.login_known_address_days
+        if days <= 0:
+            return False
+        return await self._throttle_rows.is_known_address(
+            username=username, digests=digests, since=now - timedelta(days=days)
+        )
+
+    async def _give_back(self, ticket: LoginTicket) -> None:
+        """Uncount, in a transaction of its own, an attempt whose password was right."""
+        await self._throttle.give_back_login(ticket, succeeded=False)
+        await self._db.commit()
 
     async def _start_session(
         self, user_id: uuid.UUID, client: ClientInfo, now: datetime

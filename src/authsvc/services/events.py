@@ -28,6 +28,7 @@ class EventType(StrEnum):
     SESSION_REVOKED = "session_revoked"
     LOGOUT = "logout"
     USER_REGISTERED = "user_registered"
+    REGISTRATION_THROTTLED = "registration_throttled"
     USER_DISABLED = "user_disabled"
     USER_ENABLED = "user_enabled"
 

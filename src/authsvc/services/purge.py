@@ -1,8 +1,9 @@
 """Deleting what nobody needs any more: ``authsvc purge`` and the periodic purge in ``serve``.
 
 Only sessions whose absolute cap has passed go (with their refresh tokens): until then a
-rotated token of the session is evidence reuse detection needs. Failed-login records go
-once they are older than the throttle window. Deletes run in small batches, each its own
+rotated token of the session is evidence reuse detection needs. Login and registration
+attempts go once no limit's window counts them any more, known addresses once they are older
+than ``AUTHSVC_LOGIN_KNOWN_ADDRESS_DAYS``. Deletes run in small batches, each its own
 short transaction, so no table stays locked for long; on PostgreSQL each batch is claimed
 with ``FOR UPDATE SKIP LOCKED`` so instances purging at the same time share the work.
 """
@@ -32,6 +33,13 @@ IdT = TypeVar("IdT")
 class PurgeResult:
     sessions: int
     login_failures: int
+    registration_attempts: int = 0
+    known_addresses: int = 0
+
+    @property
+    def attempts(self) -> int:
+        """Login and registration attempts together."""
+        return self.login_failures + self.registration_attempts
 
 
 async def _in_batches(
@@ -55,7 +63,7 @@ async def _in_batches(
 async def purge(
     sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, now: datetime
 ) -> PurgeResult:
-    """Delete capped sessions (and their tokens) and stale failed-login records."""
+    """Delete capped sessions (and their tokens), stale attempts and known addresses."""
     batch = settings.purge_batch_size
     # A token is judged with up to the clock-skew leeway; keep its session that much longer.
     session_cutoff = now - timedelta(seconds=settings.clock_skew_seconds)
@@ -75,7 +83,28 @@ async def purge(
         lambda repo: repo.stale_failure_ids(failure_cutoff, batch),
         lambda repo, ids: repo.delete_failures(ids),
     )
-    return PurgeResult(sessions=sessions, login_failures=failures)
+    registrations = await _in_batches(
+        sessionmaker,
+        batch,
+        lambda repo: repo.stale_registration_ids(
+            now - timedelta(seconds=settings.register_window_seconds), batch
+        ),
+        lambda repo, ids: repo.delete_registrations(ids),
+    )
+    known = await _in_batches(
+        sessionmaker,
+        batch,
+        lambda repo: repo.stale_known_address_ids(
+            now - timedelta(days=settings.login_known_address_days), batch
+        ),
+        lambda repo, ids: repo.delete_known_addresses(ids),
+    )
+    return PurgeResult(
+        sessions=sessions,
+        login_failures=failures,
+        registration_attempts=registrations,
+        known_addresses=known,
+    )
 
 
 async def _purge_forever(
@@ -89,11 +118,12 @@ async def _purge_forever(
             # The database may be down for a while; the next round tries again.
             logger.warning("background purge failed: %s", type(exc).__name__)
             continue
-        if result.sessions or result.login_failures:
+        if result.sessions or result.attempts or result.known_addresses:
             logger.info(
-                "purged %d session(s) and %d failed-login record(s)",
+                "purged %d session(s), %d attempt record(s) and %d known address(es)",
                 result.sessions,
-                result.login_failures,
+                result.attempts,
+                result.known_addresses,
             )
 
 

@@ -1,76 +1,103 @@
-"""The login throttle: what API.md and NIST SP 800-63B §5.2.2 ask, in the database or Redis.
+"""The login and registration limits, counted in the database or in Redis.
 
-Three sliding windows, each counting *failed* logins (an unknown user counts like a wrong
-password, so the throttle says nothing about which usernames exist):
+Login has three sliding windows (an unknown user counts like a wrong password, so the
+limits say nothing about which usernames exist):
 
-- **pair**: ``AUTHSVC_LOGIN_MAX_ATTEMPTS`` failures for one username from one client
-  address within ``AUTHSVC_LOGIN_WINDOW_SECONDS`` (online guessing of one account);
-- **address**: ``AUTHSVC_LOGIN_MAX_ATTEMPTS_PER_ADDRESS`` failures from one client address
-  across all usernames in the same window (credential stuffing);
-- **account**: ``login_account_max_failures`` (100) *consecutive* failures for one username
-  from all addresses together (a distributed attack on one account). A successful login
-  ends the run and resets this counter, and only this one; without a success, failures
-  stop counting ``login_account_window_seconds`` (24 h) after they happened.
+- **pair**: ``AUTHSVC_LOGIN_MAX_ATTEMPTS`` for one username from one client address within
+  ``AUTHSVC_LOGIN_WINDOW_SECONDS`` (online guessing of one account);
+- **address**: ``AUTHSVC_LOGIN_MAX_ATTEMPTS_PER_ADDRESS`` from one client address across all
+  usernames in the same window (credential stuffing);
+- **account**: ``AUTHSVC_LOGIN_ACCOUNT_MAX_FAILURES`` for one username from all addresses
+  together within ``AUTHSVC_LOGIN_ACCOUNT_WINDOW_SECONDS`` (NIST SP 800-63B §5.2.2). A
+  successful login ends the run: earlier attempts stop counting here (only here). The login
+  skips this window from an address the account logged in from before (a *known address*),
+  so nobody else's failures lock the owner out of it.
 
-When a window is full the attempt is refused with ``TooManyAttempts`` (429, ``Retry-After``
-= seconds until enough failures have aged out), even with the right password. ``check``
-runs *before* the password is hashed, so a refused attempt costs no argon2 and is not
-itself recorded; ``record_failure`` runs after a failed verification. Attempts that pass
-``check`` concurrently, before any of them is recorded, are all let through, so a burst
-can record a few failures more than the limit; every attempt after that is refused.
+Registration has one: ``AUTHSVC_REGISTER_MAX_PER_ADDRESS`` attempts per client address within
+``AUTHSVC_REGISTER_WINDOW_SECONDS``, whatever their outcome.
 
-The state must be shared by every worker and instance: the ``login_failures`` table by
-default (``DatabaseThrottle``), Redis when ``AUTHSVC_REDIS_URL`` is set (``RedisThrottle``,
-moving windows from the ``limits`` library).
+**Count first, then check.** An attempt is counted in every window *before* its password is
+checked, and the count it then reads includes itself: the database commits the attempt's
+row, then counts the window's rows in a new statement; Redis adds and counts in one script.
+An attempt that finds a window over its limit is refused with ``TooManyAttempts`` (429,
+``Retry-After`` = seconds until that window has room) and its count is removed, so being
+refused never extends a lockout. An attempt whose password turns out right (or was never
+checked: a full hashing queue, a disabled account) gives its count back; a failure keeps it.
+
+Why N simultaneous attempts get at most *limit* password checks: take the admitted attempts
+whose rows are still there (in flight, or failed) and, of those, the one whose count ran
+last. Every other one had committed its row before its own count ran, so before this one's:
+this count saw all of them and itself, and it was admitted, so there are at most *limit*.
+This holds under PostgreSQL's READ COMMITTED (each statement sees every transaction
+committed before it started) and on SQLite (one writer at a time; a read transaction sees
+every commit before its first read), across workers and instances that share the database.
+Redis runs each script alone.
+
+Before counting, the database store checks whether a window is full already
+(``check_login``, in the login's first read): an attack that goes on is then refused at the
+cost of one read, with nothing written. Attempts in flight count too, so a burst may be
+refused more than the limit requires while it lasts, never less.
+
+An IPv6 client counts by its /64 prefix (``address_key``): one host usually has a whole /64.
 """
 
 from __future__ import annotations
 
+import hashlib
+import ipaddress
 import math
-import time
+import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from limits import RateLimitItem, RateLimitItemPerSecond
-from limits.aio.storage import RedisStorage
-from limits.aio.strategies import MovingWindowRateLimiter
-from limits.errors import StorageError
-from sqlalchemy import ColumnElement, delete, select, update
+import coredis
+import coredis.exceptions
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from authsvc.config import Settings
+from authsvc.db import begin_read_only
 from authsvc.errors import ServiceUnavailable, TooManyAttempts
-from authsvc.models import LoginFailure
+from authsvc.repositories.throttle import LoginWindow, ThrottleRepository
 
 # Stands in for a missing client address (an ASGI server that reports no peer).
 UNKNOWN_ADDRESS = "unknown"
-# The database prunes expired failures on one insert in this many (cheap, and no cron).
+# The database prunes expired attempts on one insert in this many (cheap, and no cron).
 PRUNE_EVERY = 64
+REGISTRATION_REFUSED = "Too many registration attempts from this address; try again later."
 
 
-class LoginThrottle(Protocol):
-    """Where failed logins are counted; every worker and instance must see the same state."""
+def address_key(address: str | None) -> str:
+    """What the limits count a client address as: an IPv4 address, or an IPv6 /64 prefix.
 
-    async def check(self, username: str, address: str | None, now: datetime) -> None:
-        """Raise ``TooManyAttempts`` when any window of this attempt is full."""
-
-    async def record_failure(self, username: str, address: str | None, now: datetime) -> None:
-        """Count a failed login (wrong password or unknown user)."""
-
-    async def record_success(self, username: str, address: str | None, now: datetime) -> None:
-        """A correct password: end the account's run of consecutive failures."""
+    An IPv4-mapped IPv6 address is the IPv4 address it maps. Anything that is not an IP
+    address (a test client's name) is kept as it is.
+    """
+    if address is None:
+        return UNKNOWN_ADDRESS
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address[:64]
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
 
 
 @dataclass(frozen=True, slots=True)
 class ThrottleLimits:
-    """The three windows, from ``Settings``."""
+    """The windows, from ``Settings``."""
 
     max_attempts: int
     window_seconds: int
     max_attempts_per_address: int
     account_max_failures: int
     account_window_seconds: int
+    register_max_per_address: int = 20
+    register_window_seconds: int = 3600
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ThrottleLimits:
@@ -80,150 +107,320 @@ class ThrottleLimits:
             max_attempts_per_address=settings.login_max_attempts_per_address,
             account_max_failures=settings.login_account_max_failures,
             account_window_seconds=settings.login_account_window_seconds,
+            register_max_per_address=settings.register_max_per_address,
+            register_window_seconds=settings.register_window_seconds,
         )
 
     @property
     def retention_seconds(self) -> int:
-        """How long a failure can still count in some window."""
+        """How long a login attempt can still count in some window."""
         return max(self.window_seconds, self.account_window_seconds)
 
+    def login_windows(self, *, check_account: bool) -> list[tuple[LoginWindow, int, int]]:
+        """``(window, limit, seconds)`` of each login window an attempt is checked against."""
+        windows = [
+            (LoginWindow.PAIR, self.max_attempts, self.window_seconds),
+            (LoginWindow.ADDRESS, self.max_attempts_per_address, self.window_seconds),
+        ]
+        if check_account:
+            windows.append(
+                (LoginWindow.ACCOUNT, self.account_max_failures, self.account_window_seconds)
+            )
+        return windows
 
-def _refuse(waits: list[float]) -> None:
+
+@dataclass(frozen=True, slots=True)
+class LoginTicket:
+    """An admitted login attempt, counted in its windows until it is given back."""
+
+    username: str
+    address: str
+    # The attempt's row id (database) or its member in the sorted sets (Redis).
+    ref: int | str
+
+
+class Throttle(Protocol):
+    """Where attempts are counted; every worker and instance must see the same state."""
+
+    async def check_login(
+        self, username: str, address: str, now: datetime, *, check_account: bool
+    ) -> None:
+        """Raise ``TooManyAttempts`` if a window is full already, counting nothing: a cheap
+        early refusal for an attack that goes on (``admit_login`` decides). On the database
+        this runs in the caller's transaction."""
+
+    async def admit_login(
+        self, username: str, address: str, now: datetime, *, check_account: bool
+    ) -> LoginTicket:
+        """Count a login attempt, then raise ``TooManyAttempts`` (uncounting it again) if a
+        window is over its limit. ``address`` is an ``address_key``."""
+
+    async def give_back_login(self, ticket: LoginTicket, *, succeeded: bool) -> None:
+        """Uncount an attempt whose password was right or never checked; ``succeeded``
+        also ends the account's run. On the database this joins the caller's transaction."""
+
+    async def admit_registration(self, address: str, now: datetime) -> None:
+        """Count a registration attempt; ``TooManyAttempts`` (uncounted) over the limit."""
+
+
+def _refuse(waits: Sequence[float], detail: str | None = None) -> None:
     if waits:
         # Every full window must have room again before an attempt can pass.
-        raise TooManyAttempts(math.ceil(max(waits)))
+        raise TooManyAttempts(math.ceil(max(waits)), detail)
+
+
+def _wait(blocker: datetime, start: datetime, seconds: int) -> float:
+    # Seconds until ``blocker`` leaves the window that began at ``start``; a concurrent
+    # attempt stamped a moment later than this one is still counted as within the window.
+    return min((blocker - start).total_seconds(), seconds)
 
 
 class DatabaseThrottle:
-    """Failures as rows of ``login_failures``, counted with indexed range queries.
+    """Attempts as rows (``login_failures``, ``registration_attempts``) on the caller's session.
 
-    Runs on the caller's session. ``check`` only reads; ``record_failure`` commits its row
-    at once (the login it belongs to has nothing else to commit); ``record_success`` joins
-    the caller's transaction, which the login commits with its new session.
+    ``admit_*`` commits the attempt's row at once, then counts in a new (read-only)
+    transaction; a refused attempt's row is deleted and committed before the refusal.
+    ``give_back_login`` joins the caller's transaction: a login commits it with its session.
     """
 
     def __init__(self, db: AsyncSession, limits: ThrottleLimits) -> None:
         self._db = db
         self._limits = limits
+        self._rows = ThrottleRepository(db)
 
-    def _windows(
-        self, username: str, address: str
-    ) -> list[tuple[list[ColumnElement[bool]], int, int]]:
-        lim = self._limits
+    async def _login_waits(
+        self, username: str, address: str, now: datetime, check_account: bool, own_id: int | None
+    ) -> list[float]:
+        windows = [
+            (window, now - timedelta(seconds=seconds), limit, seconds)
+            for window, limit, seconds in self._limits.login_windows(check_account=check_account)
+        ]
+        blockers = await self._rows.login_blockers(
+            [(window, start, limit) for window, start, limit, _ in windows],
+            username=username,
+            address=address,
+            own_id=own_id,
+        )
         return [
-            (
-                [LoginFailure.username == username, LoginFailure.ip_address == address],
-                lim.max_attempts,
-                lim.window_seconds,
-            ),
-            (
-                [LoginFailure.ip_address == address],
-                lim.max_attempts_per_address,
-                lim.window_seconds,
-            ),
-            (
-                [LoginFailure.username == username, LoginFailure.counts_for_account.is_(True)],
-                lim.account_max_failures,
-                lim.account_window_seconds,
-            ),
+            _wait(blocker, start, seconds)
+            for (_, start, _, seconds), blocker in zip(windows, blockers, strict=True)
+            if blocker is not None
         ]
 
-    async def check(self, username: str, address: str | None, now: datetime) -> None:
-        waits: list[float] = []
-        for conditions, limit, window in self._windows(username, address or UNKNOWN_ADDRESS):
-            start = now - timedelta(seconds=window)
-            # The limit-th most recent failure in the window exists only when the window is
-            # full, and the window has room again once that one ages out.
-            blocking = await self._db.scalar(
-                select(LoginFailure.attempted_at)
-                .where(*conditions, LoginFailure.attempted_at > start)
-                .order_by(LoginFailure.attempted_at.desc())
-                .offset(limit - 1)
-                .limit(1)
+    async def check_login(
+        self, username: str, address: str, now: datetime, *, check_account: bool
+    ) -> None:
+        _refuse(await self._login_waits(username, address, now, check_account, None))
+
+    async def admit_login(
+        self, username: str, address: str, now: datetime, *, check_account: bool
+    ) -> LoginTicket:
+        attempt = await self._rows.add_login_attempt(username=username, address=address, now=now)
+        if attempt % PRUNE_EVERY == 0:
+            await self._rows.prune_login_attempts(
+                now - timedelta(seconds=self._limits.retention_seconds)
             )
-            if blocking is not None:
-                waits.append((blocking - start).total_seconds())
-        _refuse(waits)
-
-    async def record_failure(self, username: str, address: str | None, now: datetime) -> None:
-        row = LoginFailure(
-            username=username, ip_address=address or UNKNOWN_ADDRESS, attempted_at=now
-        )
-        self._db.add(row)
-        await self._db.flush()
-        if row.id % PRUNE_EVERY == 0:
-            cutoff = now - timedelta(seconds=self._limits.retention_seconds)
-            await self._db.execute(delete(LoginFailure).where(LoginFailure.attempted_at <= cutoff))
         await self._db.commit()
+        # A new transaction, begun after the commit above: it sees every attempt committed
+        # before it (see the module docstring for why that bounds the checks).
+        await begin_read_only(self._db)
+        waits = await self._login_waits(username, address, now, check_account, attempt)
+        await self._db.rollback()
+        if waits:
+            await self._rows.remove_login_attempt(attempt)
+            await self._db.commit()
+            _refuse(waits)
+        return LoginTicket(username, address, attempt)
 
-    async def record_success(self, username: str, address: str | None, now: datetime) -> None:
-        await self._db.execute(
-            update(LoginFailure)
-            .where(LoginFailure.username == username, LoginFailure.counts_for_account.is_(True))
-            .values(counts_for_account=False)
+    async def give_back_login(self, ticket: LoginTicket, *, succeeded: bool) -> None:
+        assert isinstance(ticket.ref, int)
+        await self._rows.remove_login_attempt(ticket.ref)
+        if succeeded:
+            await self._rows.end_account_run(ticket.username)
+
+    async def admit_registration(self, address: str, now: datetime) -> None:
+        attempt = await self._rows.add_registration_attempt(address=address, now=now)
+        await self._db.commit()
+        await begin_read_only(self._db)
+        start = now - timedelta(seconds=self._limits.register_window_seconds)
+        blocker = await self._rows.registration_blocker(
+            address=address,
+            since=start,
+            limit=self._limits.register_max_per_address,
+            own_id=attempt,
         )
+        await self._db.rollback()
+        if blocker is not None:
+            await self._rows.remove_registration_attempt(attempt)
+            await self._db.commit()
+            _refuse(
+                [_wait(blocker, start, self._limits.register_window_seconds)],
+                REGISTRATION_REFUSED,
+            )
 
 
-def redis_storage_uri(url: str) -> str:
-    """``limits``' scheme for its asyncio Redis storage (``redis://`` -> ``async+redis://``)."""
-    return url if url.startswith("async+") else f"async+{url}"
+# Count one attempt in each window, then check. Each window is a sorted set of attempts
+# scored by time (ms, Redis' clock). KEYS: the windows. ARGV[1]: the attempt's member; then,
+# for window i, ARGV[3i-1] its limit, ARGV[3i] its length (ms), ARGV[3i+1] "1" if checked.
+# Returns 0 when every checked window holds at most its limit (the attempt stays counted);
+# otherwise the attempt is removed from every window again and the result is the number of
+# milliseconds until each full window has room for one more.
+_ADMIT_SCRIPT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local member = ARGV[1]
+local counts = {}
+local refused = false
+for i, key in ipairs(KEYS) do
+  local length = tonumber(ARGV[3 * i])
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - length)
+  redis.call('ZADD', key, now, member)
+  redis.call('PEXPIRE', key, length)
+  counts[i] = redis.call('ZCARD', key)
+  if ARGV[3 * i + 1] == '1' and counts[i] > tonumber(ARGV[3 * i - 1]) then
+    refused = true
+  end
+end
+if not refused then
+  return 0
+end
+local wait = 1
+for i, key in ipairs(KEYS) do
+  redis.call('ZREM', key, member)
+  local limit = tonumber(ARGV[3 * i - 1])
+  if ARGV[3 * i + 1] == '1' and counts[i] > limit then
+    -- Without this attempt, counts[i] - 1 >= limit remain; the window has room once the
+    -- (counts[i] - limit) oldest have aged out.
+    local index = counts[i] - 1 - limit
+    local oldest = redis.call('ZRANGE', key, index, index, 'WITHSCORES')
+    if oldest[2] then
+      wait = math.max(wait, tonumber(oldest[2]) + tonumber(ARGV[3 * i]) - now)
+    end
+  end
+end
+return wait
+"""
+
+
+def redis_client_url(url: str) -> str:
+    """The URL ``coredis`` understands for a configured Redis URL.
+
+    ``redis+unix://`` (a Unix socket) is ``unix://``; ``valkey(s)://`` is ``redis(s)://``.
+    """
+    url = url.removeprefix("async+")
+    for ours, theirs in (
+        ("redis+unix://", "unix://"),
+        ("valkeys://", "rediss://"),
+        ("valkey://", "redis://"),
+    ):
+        if url.startswith(ours):
+            return theirs + url.removeprefix(ours)
+    return url
+
+
+def _digest(value: str) -> str:
+    # Keys never hold a typed username as it is (it may be a password typed in the wrong
+    # field), and a digest has no separator in it.
+    return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+_REDIS_ERRORS = (coredis.exceptions.RedisError, OSError, TimeoutError)
 
 
 class RedisThrottle:
-    """The same three windows as moving windows in Redis (``limits``, via ``coredis``).
+    """The same windows as sorted sets in Redis, one script per admission.
 
     One instance is shared by all requests of a process. Redis errors are reported as
-    ``ServiceUnavailable`` (503): the throttle fails closed rather than let guesses through.
+    ``ServiceUnavailable`` (503): the limits fail closed rather than let attempts through.
     """
 
-    def __init__(self, url: str, limits: ThrottleLimits, *, key_prefix: str = "authsvc") -> None:
-        self._storage = RedisStorage(
-            redis_storage_uri(url), wrap_exceptions=True, key_prefix=key_prefix
+    def __init__(
+        self,
+        url: str,
+        limits: ThrottleLimits,
+        *,
+        key_prefix: str = "authsvc",
+        timeout_seconds: float = 2.0,
+    ) -> None:
+        self._client: coredis.Redis[bytes] = coredis.Redis.from_url(
+            redis_client_url(url),
+            connect_timeout=timeout_seconds,
+            stream_timeout=timeout_seconds,
         )
-        self._limiter = MovingWindowRateLimiter(self._storage)
-        self._pair = RateLimitItemPerSecond(
-            limits.max_attempts, limits.window_seconds, namespace="login-pair"
-        )
-        self._address = RateLimitItemPerSecond(
-            limits.max_attempts_per_address, limits.window_seconds, namespace="login-address"
-        )
-        self._account = RateLimitItemPerSecond(
-            limits.account_max_failures, limits.account_window_seconds, namespace="login-account"
-        )
+        self._admit = self._client.register_script(_ADMIT_SCRIPT)
+        self._limits = limits
+        self._prefix = key_prefix
 
-    def _windows(self, username: str, address: str) -> list[tuple[RateLimitItem, tuple[str, ...]]]:
+    def _login_keys(self, username: str, address: str) -> list[str]:
+        user = _digest(username)
         return [
-            (self._pair, (username, address)),
-            (self._address, (address,)),
-            (self._account, (username,)),
+            f"{self._prefix}:login-pair:{user}:{address}",
+            f"{self._prefix}:login-address:{address}",
+            f"{self._prefix}:login-account:{user}",
         ]
 
-    async def check(self, username: str, address: str | None, now: datetime) -> None:
-        waits: list[float] = []
+    async def _run_admit(
+        self, keys: Sequence[str], windows: Sequence[tuple[int, int, bool]], member: str
+    ) -> float | None:
+        args = [member]
+        for limit, seconds, checked in windows:
+            args += [str(limit), str(seconds * 1000), "1" if checked else "0"]
         try:
-            for item, ids in self._windows(username, address or UNKNOWN_ADDRESS):
-                if not await self._limiter.test(item, *ids):
-                    stats = await self._limiter.get_window_stats(item, *ids)
-                    waits.append(stats.reset_time - time.time())
-        except StorageError:
+            wait_ms = await self._admit(keys=list(keys), args=tuple(args))
+        except _REDIS_ERRORS:
             raise ServiceUnavailable() from None
-        _refuse(waits)
+        assert isinstance(wait_ms, int)
+        return wait_ms / 1000 if wait_ms > 0 else None
 
-    async def record_failure(self, username: str, address: str | None, now: datetime) -> None:
+    async def check_login(
+        self, username: str, address: str, now: datetime, *, check_account: bool
+    ) -> None:
+        # Admitting is one atomic round trip already: nothing to save by checking first.
+        return None
+
+    async def admit_login(
+        self, username: str, address: str, now: datetime, *, check_account: bool
+    ) -> LoginTicket:
+        lim = self._limits
+        member = uuid.uuid4().hex
+        wait = await self._run_admit(
+            self._login_keys(username, address),
+            [
+                (lim.max_attempts, lim.window_seconds, True),
+                (lim.max_attempts_per_address, lim.window_seconds, True),
+                # Counted even where it is not checked: a failure from a known address is
+                # still a failure of the account.
+                (lim.account_max_failures, lim.account_window_seconds, check_account),
+            ],
+            member,
+        )
+        if wait is not None:
+            _refuse([wait])
+        return LoginTicket(username, address, member)
+
+    async def give_back_login(self, ticket: LoginTicket, *, succeeded: bool) -> None:
+        pair, address, account = self._login_keys(ticket.username, ticket.address)
+        member = str(ticket.ref)
         try:
-            for item, ids in self._windows(username, address or UNKNOWN_ADDRESS):
-                await self._limiter.hit(item, *ids)
-        except StorageError:
+            for key in (pair, address) if succeeded else (pair, address, account):
+                await self._client.zrem(key, [member])
+            if succeeded:
+                await self._client.delete([account])
+        except _REDIS_ERRORS:
             raise ServiceUnavailable() from None
 
-    async def record_success(self, username: str, address: str | None, now: datetime) -> None:
-        try:
-            await self._limiter.clear(self._account, username)
-        except StorageError:
-            raise ServiceUnavailable() from None
+    async def admit_registration(self, address: str, now: datetime) -> None:
+        lim = self._limits
+        wait = await self._run_admit(
+            [f"{self._prefix}:register-address:{address}"],
+            [(lim.register_max_per_address, lim.register_window_seconds, True)],
+            uuid.uuid4().hex,
+        )
+        if wait is not None:
+            _refuse([wait], REGISTRATION_REFUSED)
 
 
-def build_shared_throttle(settings: Settings) -> LoginThrottle | None:
+def build_shared_throttle(settings: Settings) -> Throttle | None:
     """The process-wide throttle when Redis is configured; ``None`` means the database's."""
     if settings.redis_url is None:
         return None
@@ -231,4 +428,5 @@ def build_shared_throttle(settings: Settings) -> LoginThrottle | None:
         settings.redis_url,
         ThrottleLimits.from_settings(settings),
         key_prefix=settings.redis_key_prefix,
+        timeout_seconds=settings.db_statement_timeout_seconds,
     )

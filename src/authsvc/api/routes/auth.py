@@ -65,10 +65,16 @@ def token_response(
             "the password breaks the policy (the detail names the rule)",
         ),
         (422, ErrorCode.VALIDATION_ERROR, "malformed body"),
+        (429, ErrorCode.TOO_MANY_ATTEMPTS, "too many registrations from this address"),
+        (503, ErrorCode.SERVICE_UNAVAILABLE, "too many password checks waiting; see Retry-After"),
     ),
 )
-async def register(body: RegisterRequest, service: AuthServiceDep, now: Now) -> UserOut:
-    user = await service.register(username=body.username, password=body.password, now=now)
+async def register(
+    body: RegisterRequest, service: AuthServiceDep, client: Client, now: Now
+) -> UserOut:
+    user = await service.register(
+        username=body.username, password=body.password, client=client, now=now
+    )
     return UserOut(id=user.id, username=user.username, created_at=user.created_at)
 
 
@@ -81,8 +87,14 @@ async def register(body: RegisterRequest, service: AuthServiceDep, now: Now) -> 
     responses=errors(
         (401, ErrorCode.INVALID_CREDENTIALS, "unknown user or wrong password"),
         (403, ErrorCode.ACCOUNT_DISABLED, "the account is disabled"),
+        (403, ErrorCode.ORIGIN_NOT_ALLOWED, "cookie transport from an origin not allowed"),
         (429, ErrorCode.TOO_MANY_ATTEMPTS, "too many failed logins; see Retry-After"),
-        (503, ErrorCode.SERVICE_UNAVAILABLE, "the database or the throttle's Redis is unreachable"),
+        (
+            503,
+            ErrorCode.SERVICE_UNAVAILABLE,
+            "too many password checks waiting, or the database or the throttle's Redis is"
+            " unreachable; see Retry-After",
+        ),
         (422, ErrorCode.VALIDATION_ERROR, "malformed body"),
     ),
 )
@@ -94,12 +106,22 @@ async def login(
     settings: SettingsDep,
     now: Now,
     transport: Transport = "json",
+    origin: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> TokenPair:
+    if transport == "cookie":
+        # Login CSRF: a foreign page must not plant its own session in the browser.
+        check_origin(origin, settings)
     body = await parse_json_or_form(request, LoginRequest)
     tokens = await service.login(
         username=body.username, password=body.password, client=client, now=now
     )
     return token_response(response, tokens, transport=transport, settings=settings)
+
+
+def check_origin(origin: str | None, settings: Settings) -> None:
+    """``OriginNotAllowed`` for a browser request from an origin not in the CORS list."""
+    if origin is not None and origin.rstrip("/") not in settings.cors_origins:
+        raise OriginNotAllowed()
 
 
 def refresh_token_from(
@@ -111,8 +133,7 @@ def refresh_token_from(
     if cookie:
         # A browser sends the cookie cross-site only if SameSite fails us; refuse foreign
         # origins outright, before anything is consumed.
-        if origin is not None and origin.rstrip("/") not in settings.cors_origins:
-            raise OriginNotAllowed()
+        check_origin(origin, settings)
         return cookie, True
     raise RequestValidationError(
         [
