@@ -409,3 +409,24 @@ async def test_registration_limit_holds_under_a_burst(
             headers={"X-Forwarded-For": "198.51.100.60"},
         )
         assert_throttled(refused, 3600)
+
+
+async def test_behind_a_proxy_that_is_not_trusted_one_client_spends_everyones_budget(
+    make_client: ClientFactory,
+) -> None:
+    # What docs/deployment.md warns about: every client has the proxy's address, so one
+    # attacker's failures lock out everyone else behind the same proxy.
+    async with make_client(login_max_attempts_per_address=4) as client:
+        victim = await register(client)
+        for i in range(4):
+            await attempt(client, unique_username("stuffed"), address=f"198.51.100.{i}")
+        assert_throttled(
+            await attempt(client, victim["username"], PASSWORD, address="192.0.2.200"), 300
+        )
+    # With the proxy trusted, the attacker spends only its own.
+    async with make_client(login_max_attempts_per_address=4, trusted_proxies=[PROXY]) as client:
+        victim = await register(client)
+        for _ in range(4):
+            await attempt(client, unique_username("stuffed"), address="198.51.100.1")
+        ok = await attempt(client, victim["username"], PASSWORD, address="192.0.2.200")
+        assert ok.status_code == 200, ok.text
