@@ -142,6 +142,17 @@ async def wait_until_expired(issued_at: float) -> None:
     await asyncio.sleep(max(0.0, issued_at + ACCESS_TTL + 1.2 - time.time()))
 
 
+async def service_log(stack: Stack, before: str, *, path: str, count: int) -> str:
+    """What the service logged since ``before``, once it holds ``count`` requests to ``path``
+    (a line is written just after its response is sent, so it may trail the browser)."""
+    deadline = time.monotonic() + 15
+    while True:
+        log = stack.server.output()[len(before) :]
+        if len(server_requests(log, path=path)) >= count or time.monotonic() > deadline:
+            return log
+        await asyncio.sleep(0.1)
+
+
 async def refresh_cookie(context: BrowserContext) -> str | None:
     for cookie in await context.cookies():
         if cookie["name"] == "authsvc_refresh":
@@ -395,9 +406,9 @@ async def test_cors_allowed_origin_works_and_other_origins_cannot_read_or_use_th
     )
     assert reads == ["blocked", "blocked", "blocked"]
     await screenshot(foreign, "cors-foreign-origin")
-    log = stack.server.output()[len(before) :]
     # Both refreshes (on load, and the explicit one) reached the service with the cookie
     # and were refused by the origin check; the JSON login never got past the preflight.
+    log = await service_log(stack, before, path="/refresh", count=2)
     assert server_requests(log, path="/refresh") == [403, 403]
     assert server_requests(log, path="/login") == []
     assert server_requests(log, path="/login", method="OPTIONS") == [400]
@@ -407,7 +418,7 @@ async def test_cors_allowed_origin_works_and_other_origins_cannot_read_or_use_th
     before = stack.server.output()
     cross = await open_client(context, stack.client_url(stack.cross_site))
     await expect(cross.get_by_test_id("status")).to_have_text("network_error")
-    log = stack.server.output()[len(before) :]
+    log = await service_log(stack, before, path="/refresh", count=1)
     assert server_requests(log, path="/refresh") == [422]  # no token: no cookie came
     assert await refresh_cookie(context) == cookie
     await screenshot(cross, "cors-cross-site")
