@@ -220,3 +220,23 @@ async def test_openapi_documents_the_refresh_grant(client: AsyncClient) -> None:
     described = operation["responses"]["400"]["description"]
     for code in ("invalid_grant", "unsupported_grant_type", "invalid_request"):
         assert code in described
+
+
+async def test_refresh_grant_by_cookie_transport_from_a_foreign_origin_consumes_nothing(
+    make_client: Any,
+) -> None:
+    # Login CSRF covers the whole token endpoint: the refresh grant would set a cookie too.
+    async with make_client(cors_origins="https://app.example") as client:
+        user = await register(client)
+        pair = await login(client, user["username"])
+        foreign = await client.post(
+            "/login",
+            data={"grant_type": "refresh_token", "refresh_token": pair["refresh_token"]},
+            params={"transport": "cookie"},
+            headers={"Origin": "https://evil.example"},
+        )
+        assert foreign.status_code == 403
+        assert foreign.json()["error"] == "origin_not_allowed"
+        assert "set-cookie" not in foreign.headers
+        # Not consumed: the token still rotates once.
+        assert (await grant(client, pair["refresh_token"])).status_code == 200
