@@ -289,7 +289,9 @@ def argon2_floor(
 
 def baseline(env: dict[str, str]) -> dict[str, float]:
     """The interpreter with the application imported and nothing served."""
-    code = "import authsvc.main, sys; sys.stdout.write('ok\\n'); sys.stdout.flush(); sys.stdin.read()"
+    code = (
+        "import authsvc.main, sys; sys.stdout.write('ok\\n'); sys.stdout.flush(); sys.stdin.read()"
+    )
     proc = subprocess.Popen(  # noqa: S603 - our own interpreter
         [sys.executable, "-c", code],
         stdin=subprocess.PIPE,
@@ -364,9 +366,7 @@ def main() -> None:
             "TMPDIR": str(tmp),
         }
         base_env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith("AUTHSVC_") and k != MALLOC_VAR
+            k: v for k, v in os.environ.items() if not k.startswith("AUTHSVC_") and k != MALLOC_VAR
         }
         base = baseline({**base_env, **env})
         server = Server(scratch, env, args.workers)
@@ -416,9 +416,7 @@ def main() -> None:
         )
     idle, last = phases[0], phases[-1]
     if idle["workers"]:
-        grow = [
-            b["hwm"] - a["rss"] for a, b in zip(idle["workers"], last["workers"], strict=False)
-        ]
+        grow = [b["hwm"] - a["rss"] for a, b in zip(idle["workers"], last["workers"], strict=False)]
         print(
             "worker peak (hwm) minus idle rss: "
             + ", ".join(f"{g:.1f}" for g in grow)

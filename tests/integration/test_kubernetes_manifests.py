@@ -67,7 +67,8 @@ def setting_names() -> set[str]:
 
 
 def load_deploy_checks() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("deploy_checks", ROOT / "scripts/deploy_checks.py")
+    path = ROOT / "scripts" / "deploy_checks.py"
+    spec = importlib.util.spec_from_file_location("deploy_checks", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # its dataclasses look themselves up there
@@ -543,9 +544,7 @@ def test_migrations_run_in_an_init_container_before_the_server(
     # statement timeout.
     default = Settings.model_fields["db_statement_timeout_seconds"].default
     assert float(migrate_env["AUTHSVC_DB_STATEMENT_TIMEOUT_SECONDS"]) >= 60 > default
-    assert "AUTHSVC_DB_STATEMENT_TIMEOUT_SECONDS" not in {
-        v["name"] for v in r.main.get("env", [])
-    }
+    assert "AUTHSVC_DB_STATEMENT_TIMEOUT_SECONDS" not in {v["name"] for v in r.main.get("env", [])}
     # The lock that makes one migration per release safe with many pods.
     env_py = (ROOT / "alembic/env.py").read_text()
     assert "pg_advisory_xact_lock" in env_py
@@ -613,9 +612,7 @@ def test_memory_covers_what_the_workers_were_measured_to_need(
     env = r.environment(r.main)
     concurrency = int(env["AUTHSVC_PASSWORD_HASH_CONCURRENCY"])
     argon2_kib = int(
-        env.get(
-            "AUTHSVC_ARGON2_MEMORY_COST", Settings.model_fields["argon2_memory_cost"].default
-        )
+        env.get("AUTHSVC_ARGON2_MEMORY_COST", Settings.model_fields["argon2_memory_cost"].default)
     )
     workers = r.workers()
     need = workers * (WORKER_BASE_MIB + WORKER_SLACK_MIB + concurrency * argon2_kib / 1024)

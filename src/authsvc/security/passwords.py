@@ -68,7 +68,8 @@ class PasswordHasher:
             # Like anyio.to_thread.run_sync: a cancelled caller still waits for its hash to
             # end, so the limiter never admits more hashes than there are threads.
             with anyio.CancelScope(shield=True):
-                return await running
+                result = await running
+        return result
 
     def close(self) -> None:
         """Let the threads end (a hash still running finishes first)."""
