@@ -1,4 +1,5 @@
-"""Checks behind scripts/check-deploy that need more than a shell (stdlib only).
+"""Checks behind scripts/check-deploy that need more than a shell (stdlib only, but for
+PyYAML in ``kube-render``).
 
     deploy_checks.py dockerfile DOCKERFILE       assert the image's shape; print its recipe as JSON
     deploy_checks.py context DOCKERFILE SRC DST  copy what the builder stage COPYs into DST
@@ -6,6 +7,12 @@
     deploy_checks.py compose DOCKERFILE          assert `docker-compose config --format json`
                                                  (read from stdin)
     deploy_checks.py guards COMPOSE_FILE         list the ${VAR:?} guarded variables
+    deploy_checks.py kube-render KUBECTL SRC OUT render every Kubernetes overlay under SRC
+                                                 (deploy/kubernetes) with `KUBECTL kustomize`
+                                                 into OUT/<overlay>.yaml, from a copy of SRC
+                                                 given throwaway secrets; print the overlays
+    deploy_checks.py kube-stage SRC DST          that copy, with throwaway secrets, into DST
+    deploy_checks.py kube-secrets SRC            list the secret files the overlays read
 
 The recipe (the builder's RUN lines, ENV, WORKDIR, the CMD and the HEALTHCHECK) is what
 check-deploy then executes on the host, so the checks follow the Dockerfile rather than a copy
@@ -19,7 +26,9 @@ import json
 import re
 import shlex
 import shutil
+import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -300,6 +309,91 @@ def guarded_variables(compose_file: Path) -> list[str]:
     return sorted(set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*):\?", compose_file.read_text())))
 
 
+# -- Kubernetes (deploy/kubernetes) ------------------------------------------------------------
+
+# Rendered besides the overlays: production with the ServiceMonitor component added, the way
+# docs/deployment.md tells operators to add it.
+WITH_COMPONENT = {"production-servicemonitor": ("production", "../../components/servicemonitor")}
+
+
+OPENSSL_EC_KEY = ["openssl", "genpkey", "-algorithm", "EC"]
+OPENSSL_EC_KEY += ["-pkeyopt", "ec_paramgen_curve:P-256", "-out"]
+
+
+def kustomizations(root: Path) -> list[Path]:
+    return sorted(root.rglob("kustomization.yaml"))
+
+
+def secret_files(kustomization: Path) -> list[Path]:
+    """The files a kustomization's secretGenerator reads (``files`` and ``envs``)."""
+    import yaml  # only this subcommand needs it (kubernetes-validate and the tests bring it)
+
+    spec = yaml.safe_load(kustomization.read_text()) or {}
+    paths = []
+    for generator in spec.get("secretGenerator", []):
+        for entry in generator.get("files", []):
+            paths.append(entry.split("=", 1)[-1])
+        paths.extend(generator.get("envs", []))
+    return [kustomization.parent / p for p in paths]
+
+
+def stage_throwaway_secrets(root: Path) -> None:
+    """Write the git-ignored secret files into a copy: PEM keys made now, the rest from their
+    .example."""
+    for kustomization in kustomizations(root):
+        for path in secret_files(kustomization):
+            if path.exists():
+                continue
+            example = path.with_name(path.name + ".example")
+            if example.exists():
+                shutil.copy(example, path)
+            elif path.suffix == ".pem":
+                argv = [*OPENSSL_EC_KEY, str(path)]
+                subprocess.run(argv, check=True, capture_output=True)  # noqa: S603
+            else:
+                raise CheckError(f"{path} is read by {kustomization} and has no .example")
+
+
+def _without_real_secrets(directory: str, names: list[str]) -> set[str]:
+    """copytree's filter: never the operator's own secret files (only the .example ones)."""
+    ignored = shutil.ignore_patterns(*IGNORED)(directory, names)
+    if Path(directory).name == "secrets":
+        ignored |= {n for n in names if not n.endswith(".example") and n != ".gitignore"}
+    return ignored
+
+
+def kube_stage(source: Path, tree: Path) -> list[str]:
+    """Copy ``source`` to ``tree`` without real secrets, add the WITH_COMPONENT overlays, write
+    throwaway secrets; the overlays' names."""
+    shutil.copytree(source, tree, ignore=_without_real_secrets)
+    overlays = tree / "overlays"
+    for name, (base, component) in WITH_COMPONENT.items():
+        shutil.copytree(overlays / base, overlays / name)
+        with (overlays / name / "kustomization.yaml").open("a") as fh:
+            fh.write(f"components:\n  - {component}\n")
+    stage_throwaway_secrets(tree)
+    names = sorted(p.name for p in overlays.iterdir() if (p / "kustomization.yaml").exists())
+    expect(names, f"no overlays under {source / 'overlays'}")
+    return names
+
+
+def kube_render(kubectl: str, source: Path, out: Path) -> list[str]:
+    """Render each overlay (and WITH_COMPONENT) from a staged copy of ``source``."""
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="authsvc-kube-") as scratch:
+        tree = Path(scratch) / "kubernetes"
+        names = kube_stage(source, tree)
+        for name in names:
+            done = subprocess.run(  # noqa: S603 - the pinned kubectl
+                [kubectl, "kustomize", str(tree / "overlays" / name)],
+                capture_output=True,
+                text=True,
+            )
+            expect(done.returncode == 0, f"kubectl kustomize {name}: {done.stderr.strip()}")
+            (out / f"{name}.yaml").write_text(done.stdout)
+    return names
+
+
 def main(argv: list[str]) -> int:
     try:
         match argv:
@@ -311,6 +405,14 @@ def main(argv: list[str]) -> int:
                 compose_assertions(json.load(sys.stdin), Path(dockerfile))
             case ["guards", compose_file]:
                 print("\n".join(guarded_variables(Path(compose_file))))
+            case ["kube-render", kubectl, source, out]:
+                print("\n".join(kube_render(kubectl, Path(source), Path(out))))
+            case ["kube-stage", source, tree]:
+                print("\n".join(kube_stage(Path(source), Path(tree))))
+            case ["kube-secrets", source]:
+                root = Path(source)
+                files = {p for k in kustomizations(root) for p in secret_files(k)}
+                print("\n".join(str(p.relative_to(root)) for p in sorted(files)))
             case _:
                 print(__doc__, file=sys.stderr)
                 return 2

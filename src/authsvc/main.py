@@ -90,6 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await audit.aclose()
             mark_this_worker_dead()
             await engine.dispose()
+            hasher.close()
 
     app = FastAPIOffline(
         title="authsvc",

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import threading
 import time
 from contextvars import Context
 
@@ -111,3 +112,52 @@ async def test_a_reservation_holds_one_place_for_the_whole_request() -> None:
             Context().run(third_request)
         await other
     assert hasher.has_room()
+
+
+class Recorder:
+    """An observer that notes which thread ran each hash and how many ran at once."""
+
+    def __init__(self) -> None:
+        self.threads: set[int] = set()
+        self.running = 0
+        self.most = 0
+        self.lock = threading.Lock()
+
+    def wrap(self, hasher: PasswordHasher) -> None:
+        original = hasher._hash.hash
+
+        def hash_and_note(password: str) -> str:
+            with self.lock:
+                self.threads.add(threading.get_ident())
+                self.running += 1
+                self.most = max(self.most, self.running)
+            try:
+                return original(password)
+            finally:
+                with self.lock:
+                    self.running -= 1
+
+        hasher._hash.hash = hash_and_note  # type: ignore[method-assign]
+
+
+async def test_hashes_run_in_the_hashers_own_threads_only() -> None:
+    """At most `concurrency` threads ever hash (each keeps its freed argon2 buffer in its own
+    malloc arena: docs/deployment.md, "Kubernetes"), and at most that many at once, also
+    across bursts separated by idle time and while callers are cancelled mid-hash."""
+    hasher = PasswordHasher(memory_cost=1024, time_cost=1, concurrency=2)
+    recorder = Recorder()
+    recorder.wrap(hasher)
+    for burst in range(3):
+        await asyncio.gather(*(hasher.hash(f"password-{burst}-{i}") for i in range(12)))
+        await asyncio.sleep(0.05)
+    # Callers that give up while their hash runs or waits: the threads still take no more.
+    tasks = [asyncio.create_task(hasher.hash(f"cancelled-{i}")) for i in range(8)]
+    await asyncio.sleep(0.001)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await asyncio.gather(*(hasher.hash(f"after-{i}") for i in range(6)))
+    hasher.close()
+    assert len(recorder.threads) <= 2
+    assert recorder.most <= 2
+    assert threading.get_ident() not in recorder.threads  # never on the event loop's thread

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import TypeVar
 
 import anyio
-import anyio.to_thread
 from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
 
@@ -20,20 +21,26 @@ from authsvc.errors import HashingBusy
 _DUMMY_PASSWORD = "authsvc-dummy-password-for-timing"  # noqa: S105 - not a credential
 
 T = TypeVar("T")
-# The hasher whose place the running request holds (``PasswordHasher.reservation``).
-_reserved: ContextVar[PasswordHasher | None] = ContextVar("authsvc_hash_place", default=None)
 # Called with ("hash" | "verify", seconds) after each argon2 run, from the worker thread.
 HashObserver = Callable[[str, float], None]
+# The hasher whose place the running request holds (``PasswordHasher.reservation``).
+_reserved: ContextVar[PasswordHasher | None] = ContextVar("authsvc_hash_place", default=None)
 
 
 class PasswordHasher:
-    """argon2id through pwdlib, run in worker threads behind a capacity limiter.
+    """argon2id through pwdlib, run in its own ``concurrency`` threads behind a limiter.
 
     Each hash holds ``memory_cost`` KiB while it runs, so the limiter bounds both CPU
     and memory; requests beyond it wait their turn instead of freezing the event loop.
     At most ``queue_max`` wait (``None``: no bound): one more is refused at once with
     ``HashingBusy`` (503), so a flood gets quick refusals instead of a queue that grows
     without bound while every waiting request holds its connection and body.
+
+    The threads are this hasher's own and live as long as it does. glibc keeps a freed
+    argon2 buffer in the malloc arena of the thread that used it, so hashing in whichever
+    thread of a shared pool happens to be free grows a process by about ``memory_cost`` for
+    every thread that ever hashed; with the same few threads it stays at ``concurrency`` x
+    ``memory_cost`` (bench/memory.py, docs/deployment.md "Kubernetes").
     """
 
     def __init__(
@@ -50,6 +57,7 @@ class PasswordHasher:
             (Argon2Hasher(memory_cost=memory_cost, time_cost=time_cost, parallelism=parallelism),)
         )
         self._limiter = anyio.CapacityLimiter(concurrency)
+        self._threads = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="argon2")
         # Requests holding a place: hashing, waiting for a slot, or about to hash (see
         # ``reservation``). The event loop is the only writer.
         self._admitted = 0
@@ -94,7 +102,17 @@ class PasswordHasher:
                     observe(operation, time.perf_counter() - started)
 
         with self.reservation():
-            return await anyio.to_thread.run_sync(timed, limiter=self._limiter)
+            async with self._limiter:
+                running = asyncio.get_running_loop().run_in_executor(self._threads, timed)
+                # Like anyio.to_thread.run_sync: a cancelled caller still waits for its hash
+                # to end, so the limiter never admits more hashes than there are threads.
+                with anyio.CancelScope(shield=True):
+                    result = await running
+        return result
+
+    def close(self) -> None:
+        """Let the threads end (a hash still running finishes first)."""
+        self._threads.shutdown(wait=False)
 
     async def hash(self, password: str) -> str:
         return await self._run("hash", self._hash.hash, password)
