@@ -8,8 +8,8 @@
 //          tokens, one per connection), then refreshes with the refresh token it just got
 //          (autocannon, closed loop). A non-200 is an error and breaks that chain; the
 //          connection then logs in again and goes on.
-//   post   W3/W5: the same POST (a login) from N connections, for a duration or a number of
-//          requests per connection (autocannon, closed loop).
+//   post   W3/W5: logins (each of the --users users in turn) from N connections, for a
+//          duration or a number of requests (autocannon, closed loop).
 //   paced  W4: GETs at a fixed rate, open loop: each request starts at its scheduled time
 //          on a connection of its own if the others are busy, and its latency is counted
 //          from that scheduled time, so a stalled server shows up in full (no coordinated
@@ -144,13 +144,17 @@ async function chain (args) {
 }
 
 async function post (args) {
+  let n = 0
   const opts = {
     url: `${args.url}${args.path}`,
-    method: 'POST',
     connections: Number(args.connections),
     timeout: Number(args.timeout || 10),
-    headers: { 'content-type': 'application/json' },
-    body: credentials(args, 0)
+    // each request logs in the next of the --users users in turn
+    requests: [{
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      setupRequest: (req) => ({ ...req, body: credentials(args, n++) })
+    }]
   }
   if (args.amount) opts.amount = Number(args.amount)
   else opts.duration = Number(args.duration)

@@ -301,7 +301,9 @@ def wrk(url: str, token: str, connections: int, duration: float) -> dict[str, An
     bad = int(non2xx[1]) if non2xx else 0
     socket_errors = sum(int(n) for n in sockets.groups()) if sockets else 0
     ok = int(total[1]) - bad
-    percentiles = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.M))
+    percentiles = dict(re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", out, re.M))
+    if len(percentiles) != 2:
+        raise RuntimeError(f"unexpected wrk output:\n{out}")
     return {
         "ok": ok,
         "duration": elapsed,
@@ -726,9 +728,7 @@ def run_authsvc(
             wrk(f"{server.url}/me", token, 32, plan.warmup)
         samples.append(measure("authsvc", "W1", phase, rnd, server, db, w1(plan, server, token)))
         if plan.warmup:
-            node(
-                "chain", *login_args(server), "--connections", "32", "--duration", str(plan.warmup)
-            )
+            w2(plan, server, plan.warmup)()
         samples.append(measure("authsvc", "W2", phase, rnd, server, db, w2(plan, server)))
         if not full:
             return samples
@@ -797,9 +797,7 @@ def run_floor(plan: Plan, db: str, workdir: Path, phase: str, rnd: int, full: bo
             wrk(f"{server.url}/me", token, 32, plan.warmup)
         samples.append(measure("floor", "W1", phase, rnd, server, db, w1(plan, server, token)))
         if plan.warmup:
-            node(
-                "chain", *login_args(server), "--connections", "32", "--duration", str(plan.warmup)
-            )
+            w2(plan, server, plan.warmup)()
         samples.append(measure("floor", "W2", phase, rnd, server, db, w2(plan, server)))
     if full:  # the raw argon2 rate, with no server running
         samples.append(measure("argon2", "W3", phase, rnd, None, None, lambda: raw_argon2(plan)))
