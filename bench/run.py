@@ -1062,10 +1062,26 @@ def ratios(rows: list[Row]) -> tuple[str, list[dict[str, Any]]]:
         lines.append(
             f"{c['check']:36} {value:>9} {sign + format(c['target'], 'g') + unit:>9}  {met}"
         )
+    lines.append("")
+    lines.append("not targets, but steadier on a busy machine (CPU per request does not depend on")
+    lines.append("how much of the CPU the servers got):")
+
+    def cpu(phase: str, workload: str, system: str) -> float | None:
+        row = find(rows, phase, workload, system)
+        if row is None or row.cpu_ms is None:
+            return None
+        return row.cpu_ms + (row.pg_ms or 0.0)
+
+    for phase in ("empty", "volume"):
+        for workload in ("W2", "W1"):
+            value = div(cpu(phase, workload, "floor"), cpu(phase, workload, "authsvc"))
+            if value is not None:
+                label = f"{workload} CPU/request (+PG), floor / authsvc ({phase} db)"
+                lines.append(f"  {label:48} {value:.2f}x")
     for workload in ("W1", "W2"):
         value = div(rate("volume", workload, "authsvc"), rate("empty", workload, "authsvc"))
         if value is not None:
-            lines.append(f"{'(' + workload + ' authsvc volume / empty db)':36} {value:>8.2f}x")
+            lines.append(f"  {workload + ' authsvc req/s, volume / empty db':48} {value:.2f}x")
     return "\n".join(lines), checks
 
 
