@@ -841,7 +841,8 @@ def raw_argon2(plan: Plan, threads: int = 4) -> dict[str, Any]:
 
 
 def profile_w2(plan: Plan, db: str, workdir: Path) -> None:
-    """py-spy on both authsvc workers during W2; prints the top frames (own and total)."""
+    """py-spy on both authsvc workers during W2 (samples of the thread holding the GIL, so
+    idle threads and waits are left out); prints the top frames, own and total."""
     pyspy = shutil.which("py-spy") or str(BIN / "py-spy")
     if not Path(pyspy).exists():
         raise SystemExit("--profile needs py-spy: .venv/bin/pip install py-spy")
@@ -850,11 +851,12 @@ def profile_w2(plan: Plan, db: str, workdir: Path) -> None:
         register_users(server)
         w2(plan, server, 2)()
         seconds = str(max(2, round(plan.duration)))
+        load = w2(plan, server)  # the chains' first logins (argon2) before py-spy starts
         recorders = [
             subprocess.Popen(
                 [
                     *(pyspy, "record", "-p", str(pid), "-d", seconds, "-r", "200", "-f", "raw"),
-                    *("-o", str(workdir / f"w2-{pid}.txt"), "--nonblocking"),
+                    *("-o", str(workdir / f"w2-{pid}.txt"), "--nonblocking", "--gil"),
                 ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -862,11 +864,12 @@ def profile_w2(plan: Plan, db: str, workdir: Path) -> None:
             for pid in server.workers()
         ]
         time.sleep(0.5)
-        result = measure("authsvc", "W2", "profile", 1, server, db, w2(plan, server))
+        result = measure("authsvc", "W2", "profile", 1, server, db, load)
         for rec in recorders:
             rec.wait(timeout=60)
     own: dict[str, int] = {}
     total: dict[str, int] = {}
+    packages: dict[str, int] = {}
     samples = 0
     for path in workdir.glob("w2-*.txt"):
         for line in path.read_text().splitlines():
@@ -875,14 +878,40 @@ def profile_w2(plan: Plan, db: str, workdir: Path) -> None:
             frames = stack.split(";")
             samples += n
             own[frames[-1]] = own.get(frames[-1], 0) + n
+            package = _package(frames[-1])
+            packages[package] = packages.get(package, 0) + n
             for frame in set(frames):
-                total[frame] = total.get(frame, 0) + n
+                if _package(frame) not in PLUMBING:
+                    total[frame] = total.get(frame, 0) + n
     print(f"\nW2 profile: {result.rate:.0f} rotations/s, {samples} samples over both workers")
-    for title, table in (("own time", own), ("total time (frame on the stack)", total)):
-        print(f"\ntop 25 by {title}:")
-        for frame, n in sorted(table.items(), key=lambda kv: -kv[1])[:25]:
+    print("(py-spy --gil: the thread running Python code; waits and idle threads left out)")
+    tables = (
+        ("own time, by package", packages, 15),
+        ("own time", own, 25),
+        ("total time (frame on the stack; process start-up frames left out)", total, 40),
+    )
+    for title, counts, top in tables:
+        print(f"\ntop {top} by {title}:")
+        for frame, n in sorted(counts.items(), key=lambda kv: -kv[1])[:top]:
             print(f"  {100 * n / max(1, samples):5.1f}%  {frame}")
     print(f"\nraw stacks (flamegraph.pl / speedscope input): {workdir}/w2-*.txt")
+
+
+PLUMBING = {"<string>", "multiprocessing", "uvicorn/_subprocess", "asyncio", "uvicorn/server"}
+PLUMBING |= {"uvicorn/_compat", "uvicorn/supervisors"}
+
+
+def _package(frame: str) -> str:
+    """``sqlalchemy`` for ``f (sqlalchemy/orm/session.py:12)``; ``uvicorn/server`` and the
+    like for the start-up plumbing in PLUMBING."""
+    match = re.search(r"\(([^:()]+):\d+\)$", frame)
+    if not match:
+        return "(native or unknown)"
+    path = match[1].removesuffix(".py")
+    for plumbing in PLUMBING:
+        if path == plumbing or path.startswith(plumbing + "/"):
+            return plumbing
+    return path.split("/")[0]
 
 
 # -- report ----------------------------------------------------------------------------------
@@ -1231,7 +1260,7 @@ def main(argv: list[str] | None = None) -> int:
         if plan.smoke:
             for name in (db, floor_db, plan.volume_db):
                 drop_db(plan, name)
-        if not plan.keep:
+        if not (plan.keep or plan.profile):
             shutil.rmtree(workdir, ignore_errors=True)
     elapsed = time.monotonic() - started
 
