@@ -104,10 +104,25 @@ def migrate_or_fail(settings: Settings) -> None:
 @click.option(
     "--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Worker processes."
 )
-def serve(host: str, port: int, workers: int) -> None:
-    """Bring the schema up to date, then serve."""
+@click.option(
+    "--ssl-certfile",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="PEM certificate (chain) to serve HTTPS with; needs --ssl-keyfile.",
+)
+@click.option(
+    "--ssl-keyfile",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="PEM private key (unencrypted) of --ssl-certfile.",
+)
+def serve(
+    host: str, port: int, workers: int, ssl_certfile: Path | None, ssl_keyfile: Path | None
+) -> None:
+    """Bring the schema up to date, then serve (HTTPS with --ssl-certfile/--ssl-keyfile)."""
     import uvicorn
 
+    tls = check_tls_files(ssl_certfile, ssl_keyfile)
     settings = load_settings()
     try:
         load_signing_key(settings)  # generate the development key once, before workers start
@@ -132,7 +147,47 @@ def serve(host: str, port: int, workers: int) -> None:
             access_log=False,
             log_config=logging_config(settings.log_format, settings.log_level),
             log_level=settings.log_level,
+            ssl_certfile=str(tls[0]) if tls else None,
+            ssl_keyfile=str(tls[1]) if tls else None,
         )
+
+
+class _EncryptedKey(Exception):
+    pass
+
+
+def _no_password() -> bytes:
+    # Called by OpenSSL only for an encrypted key: refuse rather than prompt.
+    raise _EncryptedKey()
+
+
+def check_tls_files(certfile: Path | None, keyfile: Path | None) -> tuple[Path, Path] | None:
+    """The certificate and key to serve HTTPS with (absolute), checked to load together now,
+    in one line, rather than in a traceback from every worker later."""
+    import ssl
+
+    if certfile is None and keyfile is None:
+        return None
+    if certfile is None or keyfile is None:
+        fail("--ssl-certfile and --ssl-keyfile go together: give both, or neither")
+    for option, path in (("--ssl-certfile", certfile), ("--ssl-keyfile", keyfile)):
+        if not path.is_file():
+            fail(f"{option}: no such file: {path}")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(certfile, keyfile, password=_no_password)
+    except _EncryptedKey:
+        fail(f"--ssl-keyfile {keyfile} is encrypted; give an unencrypted PEM key")
+    except ssl.SSLError as exc:
+        reason = (
+            "the key does not match the certificate"
+            if exc.reason == "KEY_VALUES_MISMATCH"
+            else "they are not a PEM certificate and its PEM private key"
+        )
+        fail(f"cannot serve HTTPS with {certfile} and {keyfile}: {reason}")
+    except OSError as exc:
+        fail(f"cannot read {exc.filename or certfile}: {exc.strerror}")
+    return certfile.resolve(), keyfile.resolve()
 
 
 def check_can_listen(host: str, port: int) -> None:

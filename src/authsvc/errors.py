@@ -27,6 +27,8 @@ class ErrorCode(StrEnum):
     SESSION_NOT_FOUND = "session_not_found"
     INVALID_REQUEST = "invalid_request"
     INVALID_CLIENT = "invalid_client"
+    INVALID_GRANT = "invalid_grant"
+    UNSUPPORTED_GRANT_TYPE = "unsupported_grant_type"
     SERVICE_UNAVAILABLE = "service_unavailable"
 
 
@@ -76,22 +78,26 @@ class TooManyAttempts(AuthError):
         super().__init__(detail)
 
 
-class RefreshTokenExpired(AuthError):
+class RefreshTokenRefused(AuthError):
+    """Any refusal of a presented refresh token (the token endpoint's ``invalid_grant``)."""
+
+
+class RefreshTokenExpired(RefreshTokenRefused):
     code = ErrorCode.REFRESH_TOKEN_EXPIRED
     detail = "The refresh token has expired; log in again."
 
 
-class RefreshTokenReused(AuthError):
+class RefreshTokenReused(RefreshTokenRefused):
     code = ErrorCode.REFRESH_TOKEN_REUSED
     detail = "This refresh token was already used; the session has been revoked."
 
 
-class RefreshTokenRevoked(AuthError):
+class RefreshTokenRevoked(RefreshTokenRefused):
     code = ErrorCode.REFRESH_TOKEN_REVOKED
     detail = "The session of this refresh token has been revoked."
 
 
-class InvalidRefreshToken(AuthError):
+class InvalidRefreshToken(RefreshTokenRefused):
     code = ErrorCode.INVALID_REFRESH_TOKEN
     detail = "The refresh token is not valid."
 
@@ -129,6 +135,18 @@ class InvalidRequest(AuthError):
 class InvalidClient(AuthError):
     code = ErrorCode.INVALID_CLIENT
     detail = "Client authentication failed."
+
+
+class InvalidGrant(AuthError):
+    """RFC 6749 §5.2: the refresh token of a refresh grant was refused."""
+
+    code = ErrorCode.INVALID_GRANT
+    detail = "The refresh token is not valid."
+
+
+class UnsupportedGrantType(AuthError):
+    code = ErrorCode.UNSUPPORTED_GRANT_TYPE
+    detail = "The token endpoint supports grant_type `password` and `refresh_token` only."
 
 
 class ServiceUnavailable(AuthError):

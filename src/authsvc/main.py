@@ -13,7 +13,11 @@ from prometheus_client import CollectorRegistry
 from authsvc import __version__
 from authsvc.api.context import AppContext
 from authsvc.api.errors import install_error_handlers
-from authsvc.api.middleware import BodySizeLimitMiddleware, SecurityHeadersMiddleware
+from authsvc.api.middleware import (
+    BodySizeLimitMiddleware,
+    SecurityHeadersMiddleware,
+    StrictTransportSecurityMiddleware,
+)
 from authsvc.api.requestlog import RequestContextMiddleware
 from authsvc.api.routes import auth, oauth, ops, sessions, users, wellknown
 from authsvc.config import Settings, get_settings
@@ -117,4 +121,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     instrument(app, metrics.registry)
     # Outermost: every response, a 413 or a 500 included, carries X-Request-ID and is logged.
     app.add_middleware(RequestContextMiddleware)
+    # Outside even that: HSTS goes on every HTTPS response, whoever sent it.
+    app.add_middleware(StrictTransportSecurityMiddleware, trusted_proxies=settings.trusted_proxies)
     return app

@@ -50,6 +50,14 @@ class LoginRequest(_Body):
     scope: Annotated[str, Field(max_length=1024)] = ""
 
 
+class RefreshGrantRequest(_Body):
+    """The token endpoint's refresh grant (RFC 6749 §6), sent by standard OAuth2 clients."""
+
+    grant_type: Literal["refresh_token"]
+    refresh_token: TokenString
+    scope: Annotated[str, Field(max_length=1024)] = ""
+
+
 class RefreshRequest(_Body):
     refresh_token: TokenString | None = None
 

@@ -410,6 +410,24 @@ async def test_forged_refresh_token_is_refused(
     ).status_code == 200
 
 
+@pytest.mark.parametrize("case", sorted(REFRESH_FORGERIES))
+async def test_forged_refresh_token_is_an_invalid_grant_at_the_token_endpoint(
+    client: AsyncClient, genuine: Genuine, case: str
+) -> None:
+    token = REFRESH_FORGERIES[case](genuine)
+    response = await client.post(
+        "/login", data={"grant_type": "refresh_token", "refresh_token": token}
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == "invalid_grant"
+    # The genuine token was not consumed by the forgery.
+    assert (
+        await client.post(
+            "/login", data={"grant_type": "refresh_token", "refresh_token": genuine.refresh}
+        )
+    ).status_code == 200
+
+
 @pytest.mark.parametrize("case", ["huge-100kb", "huge-valid-shape"])
 async def test_huge_refresh_token_body_is_refused_before_parsing(
     client: AsyncClient, genuine: Genuine, case: str

@@ -16,7 +16,7 @@ async def test_metadata_uses_the_request_base_url_by_default(client: AsyncClient
     assert body["token_endpoint"] == "http://testserver/login"
     assert body["revocation_endpoint"] == "http://testserver/revoke"
     assert body["introspection_endpoint"] == "http://testserver/introspect"
-    assert body["grant_types_supported"] == ["password"]
+    assert body["grant_types_supported"] == ["password", "refresh_token"]
     assert body["token_endpoint_auth_methods_supported"] == ["none"]
     assert body["introspection_endpoint_auth_methods_supported"] == ["client_secret_basic"]
 

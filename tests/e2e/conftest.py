@@ -13,6 +13,7 @@ shows it when the test fails).
 from __future__ import annotations
 
 import os
+import ssl
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
@@ -32,6 +33,7 @@ class ServerFactory(Protocol):
         cwd: Path | None = None,
         ready_timeout: float = READY_TIMEOUT_SECONDS,
         wait: bool = True,
+        verify: ssl.SSLContext | None = None,
     ) -> Server: ...
 
 
@@ -47,9 +49,15 @@ def run_server(tmp_path: Path) -> Iterator[ServerFactory]:
         cwd: Path | None = None,
         ready_timeout: float = READY_TIMEOUT_SECONDS,
         wait: bool = True,
+        verify: ssl.SSLContext | None = None,
     ) -> Server:
         server = start_server(
-            cwd or tmp_path, env=env, args=args, ready_timeout=ready_timeout, wait=wait
+            cwd or tmp_path,
+            env=env,
+            args=args,
+            ready_timeout=ready_timeout,
+            wait=wait,
+            verify=verify,
         )
         servers.append(server)
         return server

@@ -17,6 +17,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -113,6 +114,8 @@ class Server:
     cwd: Path
     log_path: Path
     returncode: int | None = field(default=None)
+    # What clients verify the server's certificate with (served over TLS).
+    verify: ssl.SSLContext | bool = True
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -123,7 +126,7 @@ class Server:
     def wait_ready(self, timeout: float = READY_TIMEOUT_SECONDS) -> None:
         """Poll ``GET /.well-known/jwks.json`` until 200; fail the test if it exits or hangs."""
         deadline = time.monotonic() + timeout
-        with httpx.Client(timeout=2.0) as client:
+        with httpx.Client(timeout=2.0, verify=self.verify) as client:
             while True:
                 if self.process.poll() is not None:
                     pytest.fail(
@@ -177,8 +180,12 @@ def start_server(
     port: int | None = None,
     ready_timeout: float = READY_TIMEOUT_SECONDS,
     wait: bool = True,
+    verify: ssl.SSLContext | None = None,
 ) -> Server:
     """Start ``authsvc serve --host HOST --port PORT *args`` in ``cwd`` with ``clean_env(env)``.
+
+    With ``--ssl-certfile`` in ``args`` its URL is ``https://``, checked with ``verify``
+    (an ``ssl.SSLContext`` that trusts the test's CA).
 
     Returns once ``GET /.well-known/jwks.json`` answers 200 (``wait=False``: at once; call
     ``server.wait_ready()`` later, e.g. to start several at the same moment). If the process
@@ -198,7 +205,15 @@ def start_server(
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-    server = Server(process, f"http://{host}:{port}", port, cwd, log_path)
+    scheme = "https" if "--ssl-certfile" in args else "http"
+    server = Server(
+        process,
+        f"{scheme}://{host}:{port}",
+        port,
+        cwd,
+        log_path,
+        verify=verify if verify is not None else True,
+    )
     if wait:
         server.wait_ready(ready_timeout)
     return server

@@ -38,14 +38,18 @@ async def read_json_or_form(request: Request, *, empty: Any = None) -> Any:
         raise MalformedBody("The body is not valid JSON.") from None
 
 
-async def parse_json_or_form(request: Request, model: type[ModelT]) -> ModelT:
-    """Validate the body as ``model``; a malformed body is a 422 ``validation_error``."""
+async def read_body(request: Request) -> Any:
+    """``read_json_or_form``; a malformed body is a 422 ``validation_error``."""
     try:
-        data = await read_json_or_form(request)
+        return await read_json_or_form(request)
     except MalformedBody as exc:
         raise RequestValidationError(
             [{"type": "json_invalid", "loc": ("body",), "msg": str(exc)}]
         ) from None
+
+
+def validate_body(data: Any, model: type[ModelT]) -> ModelT:
+    """``data`` as ``model``; invalid is a 422 ``validation_error`` (never echoing input)."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -53,9 +57,16 @@ async def parse_json_or_form(request: Request, model: type[ModelT]) -> ModelT:
         raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in errors]) from None
 
 
-def json_or_form_body(model: type[BaseModel], *, required: bool = True) -> dict[str, Any]:
-    """``openapi_extra`` documenting a body accepted as JSON or as a form."""
-    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+async def parse_json_or_form(request: Request, model: type[ModelT]) -> ModelT:
+    """Validate the body as ``model``; a malformed body is a 422 ``validation_error``."""
+    return validate_body(await read_body(request), model)
+
+
+def json_or_form_body(*models: type[BaseModel], required: bool = True) -> dict[str, Any]:
+    """``openapi_extra`` documenting a body accepted as JSON or as a form: one model, or
+    any of several."""
+    schemas = [m.model_json_schema(ref_template="#/components/schemas/{model}") for m in models]
+    schema = schemas[0] if len(schemas) == 1 else {"anyOf": schemas}
     return {
         "requestBody": {
             "required": required,

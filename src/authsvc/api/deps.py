@@ -11,6 +11,7 @@ from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from authsvc.api.context import AppContext
+from authsvc.api.proxies import is_trusted_proxy
 from authsvc.config import Settings
 from authsvc.services.auth import AuthService, ClientInfo
 
@@ -60,20 +61,6 @@ def get_now() -> datetime:
 Now = Annotated[datetime, Depends(get_now)]
 
 
-def _is_trusted(address: str, proxies: list[str]) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    for entry in proxies:
-        try:
-            if ip in ipaddress.ip_network(entry, strict=False):
-                return True
-        except ValueError:
-            continue
-    return False
-
-
 def client_address(request: Request, trusted_proxies: list[str]) -> str | None:
     """The client's address: the peer, or, behind trusted proxies, the first untrusted hop.
 
@@ -81,7 +68,7 @@ def client_address(request: Request, trusted_proxies: list[str]) -> str | None:
     so a client cannot choose its own address by sending the header itself.
     """
     peer = request.client.host[:64] if request.client else None
-    if peer is None or not trusted_proxies or not _is_trusted(peer, trusted_proxies):
+    if peer is None or not trusted_proxies or not is_trusted_proxy(peer, trusted_proxies):
         return peer
     hops = [h.strip() for v in request.headers.getlist("x-forwarded-for") for h in v.split(",")]
     address = peer
@@ -90,7 +77,7 @@ def client_address(request: Request, trusted_proxies: list[str]) -> str | None:
         if canonical is None:
             break
         address = canonical
-        if not _is_trusted(canonical, trusted_proxies):
+        if not is_trusted_proxy(canonical, trusted_proxies):
             break
     return address
 

@@ -40,6 +40,8 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.SESSION_NOT_FOUND: 404,
     ErrorCode.INVALID_REQUEST: 400,
     ErrorCode.INVALID_CLIENT: 401,
+    ErrorCode.INVALID_GRANT: 400,
+    ErrorCode.UNSUPPORTED_GRANT_TYPE: 400,
     ErrorCode.SERVICE_UNAVAILABLE: 503,
 }
 

@@ -6,13 +6,28 @@ from typing import Annotated, Literal, cast
 
 from fastapi import APIRouter, Cookie, Header, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 
-from authsvc.api.bodies import json_or_form_body, parse_json_or_form
+from authsvc.api.bodies import json_or_form_body, read_body, validate_body
 from authsvc.api.deps import AuthServiceDep, Client, Now, SettingsDep
 from authsvc.api.responses import errors
 from authsvc.config import Settings
-from authsvc.errors import ErrorCode, OriginNotAllowed
-from authsvc.schemas import LoginRequest, RefreshRequest, RegisterRequest, TokenPair, UserOut
+from authsvc.errors import (
+    ErrorCode,
+    InvalidGrant,
+    InvalidRequest,
+    OriginNotAllowed,
+    RefreshTokenRefused,
+    UnsupportedGrantType,
+)
+from authsvc.schemas import (
+    LoginRequest,
+    RefreshGrantRequest,
+    RefreshRequest,
+    RegisterRequest,
+    TokenPair,
+    UserOut,
+)
 from authsvc.services.auth import IssuedTokens
 
 router = APIRouter(tags=["tokens"])
@@ -76,12 +91,24 @@ async def register(body: RegisterRequest, service: AuthServiceDep, now: Now) -> 
     "/login",
     response_model=TokenPair,
     response_model_exclude_none=True,
-    summary="Log in with a password (JSON or the OAuth2 password form)",
-    openapi_extra=json_or_form_body(LoginRequest),
+    summary="Log in with a password, or refresh (the OAuth2 token endpoint)",
+    description="The OAuth2 token endpoint. Password grant: JSON `{username, password}` or "
+    "the form (`grant_type=password` optional) starts a session. Refresh grant (RFC 6749 §6): "
+    "the form `grant_type=refresh_token&refresh_token=…` rotates the token exactly as "
+    "`/generateTokens` does, with RFC 6749 §5.2 errors (400 `invalid_grant`).",
+    openapi_extra=json_or_form_body(LoginRequest, RefreshGrantRequest),
     responses=errors(
         (401, ErrorCode.INVALID_CREDENTIALS, "unknown user or wrong password"),
         (403, ErrorCode.ACCOUNT_DISABLED, "the account is disabled"),
         (429, ErrorCode.TOO_MANY_ATTEMPTS, "too many failed logins; see Retry-After"),
+        (
+            400,
+            ErrorCode.INVALID_GRANT,
+            "refresh grant: the refresh token is unknown, forged, expired, revoked or reused "
+            "(reuse revokes its session)",
+        ),
+        (400, ErrorCode.UNSUPPORTED_GRANT_TYPE, "a grant_type other than the two above"),
+        (400, ErrorCode.INVALID_REQUEST, "refresh grant without a `refresh_token`"),
         (503, ErrorCode.SERVICE_UNAVAILABLE, "the database or the throttle's Redis is unreachable"),
         (422, ErrorCode.VALIDATION_ERROR, "malformed body"),
     ),
@@ -95,11 +122,36 @@ async def login(
     now: Now,
     transport: Transport = "json",
 ) -> TokenPair:
-    body = await parse_json_or_form(request, LoginRequest)
-    tokens = await service.login(
-        username=body.username, password=body.password, client=client, now=now
-    )
+    grant = token_request(await read_body(request))
+    if isinstance(grant, RefreshGrantRequest):
+        try:
+            tokens = await service.refresh(
+                refresh_token=grant.refresh_token, client=client, now=now
+            )
+        except RefreshTokenRefused as exc:
+            # RFC 6749 §5.2 names every refusal of the grant invalid_grant; the detail says
+            # which (and a reused token has revoked its session all the same).
+            raise InvalidGrant(exc.detail) from None
+    else:
+        tokens = await service.login(
+            username=grant.username, password=grant.password, client=client, now=now
+        )
     return token_response(response, tokens, transport=transport, settings=settings)
+
+
+def token_request(data: object) -> LoginRequest | RefreshGrantRequest:
+    """The grant a token-endpoint body asks for, by its ``grant_type`` (RFC 6749 §4.3, §6)."""
+    grant_type = data.get("grant_type") if isinstance(data, dict) else None
+    if grant_type == "refresh_token":
+        try:
+            return RefreshGrantRequest.model_validate(data)
+        except ValidationError:
+            raise InvalidRequest(
+                "The refresh grant needs a `refresh_token` parameter: a non-empty string."
+            ) from None
+    if grant_type not in (None, "password"):
+        raise UnsupportedGrantType()
+    return validate_body(data, LoginRequest)
 
 
 def refresh_token_from(

@@ -150,9 +150,8 @@ async def metadata(request: Request, settings: SettingsDep) -> ServerMetadata:
         token_endpoint=f"{base}/login",
         revocation_endpoint=f"{base}/revoke",
         introspection_endpoint=f"{base}/introspect",
-        # Only what the token endpoint (/login) accepts: refresh tokens rotate at /refresh,
-        # which takes no grant_type, so a client must not send grant_type=refresh_token here.
-        grant_types_supported=["password"],
+        # The token endpoint (/login) takes both; its refresh grant rotates as /refresh does.
+        grant_types_supported=["password", "refresh_token"],
         token_endpoint_auth_methods_supported=["none"],
         revocation_endpoint_auth_methods_supported=["none"],
         introspection_endpoint_auth_methods_supported=["client_secret_basic"],
