@@ -122,6 +122,18 @@ def cpu_seconds(pid: int) -> float | None:
     return None if fields is None else (int(fields[11]) + int(fields[12])) / TICK
 
 
+def runqueue_wait(pids: list[int]) -> dict[str, float]:
+    """Seconds each thread of these processes spent runnable but waiting for a CPU
+    (schedstat), by thread id; high when other processes (or the load generator) hold the
+    cores."""
+    waits = {}
+    for pid in pids:
+        for task in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                waits[task.parent.name] = int(task.read_text().split()[1]) / 1e9
+    return waits
+
+
 def rss_mb(pid: int) -> float | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -332,6 +344,7 @@ class Sample:
     errors: int
     server_cpu: float | None = None  # seconds, every process of the server
     pg_cpu: float | None = None  # seconds, the backends of the server's database
+    server_wait: float | None = None  # seconds its threads waited for a CPU (runqueue)
     worker_cpu: list[float] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -360,9 +373,11 @@ def measure(
     pids = server.tree() if server else []
     workers = server.workers() if server else []
     before = {pid: cpu_seconds(pid) or 0.0 for pid in pids}
+    wait_before = runqueue_wait(pids)
     pg_before = pg_backends(dbname) if dbname else {}
     result = load()
     after = {pid: cpu_seconds(pid) for pid in pids}
+    wait_after = runqueue_wait(pids)
     pg_after = pg_backends(dbname) if dbname else {}
     sample = Sample(
         system=system,
@@ -383,6 +398,8 @@ def measure(
     )
     if server:
         sample.server_cpu = sum((after[p] or before[p]) - before[p] for p in pids)
+        # threads that ended meanwhile are left out; new ones count from their start
+        sample.server_wait = sum(w - wait_before.get(t, 0.0) for t, w in wait_after.items())
         sample.worker_cpu = [(after[p] or before[p]) - before[p] for p in workers]
     if dbname:
         sample.pg_cpu = sum(cpu - pg_before.get(pid, 0.0) for pid, cpu in pg_after.items())
@@ -937,6 +954,7 @@ class Row:
     pg_ms: float | None
     worker_share: str
     cores: float | None
+    waiting: float | None = None
     note: str = ""
 
 
@@ -974,6 +992,12 @@ def summarise(samples: list[Sample]) -> list[Row]:
                 cores=median(
                     [s.server_cpu / s.duration if s.server_cpu is not None else None for s in group]
                 ),
+                waiting=median(
+                    [
+                        s.server_wait / s.duration if s.server_wait is not None else None
+                        for s in group
+                    ]
+                ),
                 note=note,
             )
         )
@@ -1000,7 +1024,7 @@ LABELS = {
 def table(rows: list[Row]) -> str:
     head = (
         f"{'database':8} {'workload':27} {'system':8} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>9}"
-        f" {'errors':>7} {'CPU ms/req':>10} {'+PG ms':>7} {'cores':>5}  workers CPU %"
+        f" {'errors':>7} {'CPU ms/req':>10} {'+PG ms':>7} {'cores':>5} {'wait':>5}  workers CPU %"
     )
     lines = [head, "-" * len(head)]
     for r in rows:
@@ -1009,6 +1033,7 @@ def table(rows: list[Row]) -> str:
             f"{r.phase:8} {LABELS.get(r.workload, r.workload):27} {system:8} {_fmt(r.rate):>9}"
             f" {_fmt(r.p50, 2):>8} {_fmt(r.p99, 2):>9} {_fmt(r.errors, 0):>7}"
             f" {_fmt(r.cpu_ms, 2):>10} {_fmt(r.pg_ms, 2):>7} {_fmt(r.cores, 2):>5}"
+            f" {_fmt(r.waiting, 2):>5}"
             f"  {r.worker_share}"
         )
         if r.note:
@@ -1296,7 +1321,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         "CPU ms/req: all the server's processes; +PG ms: its PostgreSQL backends; cores: server"
-        " CPU-s per wall-s; workers CPU %: each worker's share, per round\n"
+        " CPU-s per wall-s; wait: its threads' seconds runnable but waiting for a CPU, per wall-s"
+        " (high = the cores were busy elsewhere); workers CPU %: each worker's share, per round\n"
     )
     print(table(rows))
     print()
