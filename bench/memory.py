@@ -138,7 +138,7 @@ class Server:
             if not k.startswith("AUTHSVC_") and k not in ("PROMETHEUS_MULTIPROC_DIR", MALLOC_VAR)
         }
         self.log = (cwd / "serve.log").open("wb")
-        self.process = subprocess.Popen(  # noqa: S603 - our own console script
+        self.process = subprocess.Popen(
             [*command, "serve", "--port", str(self.port), "--workers", str(workers)],
             cwd=cwd,
             env={**clean, **env},
@@ -262,7 +262,7 @@ def argon2_floor(
             child = {k: v for k, v in env.items() if k != MALLOC_VAR}
             if mode.endswith("+mmap"):
                 child[MALLOC_VAR] = "131072"
-            out = subprocess.run(  # noqa: S603 - our own interpreter
+            out = subprocess.run(
                 [
                     sys.executable,
                     "-c",
@@ -292,7 +292,7 @@ def baseline(env: dict[str, str]) -> dict[str, float]:
     code = (
         "import authsvc.main, sys; sys.stdout.write('ok\\n'); sys.stdout.flush(); sys.stdin.read()"
     )
-    proc = subprocess.Popen(  # noqa: S603 - our own interpreter
+    proc = subprocess.Popen(
         [sys.executable, "-c", code],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
