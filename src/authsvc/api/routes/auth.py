@@ -8,7 +8,14 @@ from fastapi import APIRouter, Cookie, Header, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
-from authsvc.api.bodies import json_or_form_body, read_body, validate_body
+from authsvc.api.bodies import (
+    json_body,
+    json_or_form_body,
+    parse_body,
+    parse_optional_body,
+    read_body,
+    validate_body,
+)
 from authsvc.api.deps import AuthServiceDep, Client, Now, SettingsDep
 from authsvc.api.responses import errors
 from authsvc.config import Settings
@@ -21,6 +28,7 @@ from authsvc.errors import (
     UnsupportedGrantType,
 )
 from authsvc.schemas import (
+    REFRESH_BODY_SCHEMA,
     LoginRequest,
     RefreshGrantRequest,
     RefreshRequest,
@@ -80,13 +88,14 @@ def token_response(
             "the password breaks the policy (the detail names the rule)",
         ),
         (422, ErrorCode.VALIDATION_ERROR, "malformed body"),
+        (415, ErrorCode.UNSUPPORTED_MEDIA_TYPE, "a body that is not JSON"),
         (429, ErrorCode.TOO_MANY_ATTEMPTS, "too many registrations from this address"),
         (503, ErrorCode.SERVICE_UNAVAILABLE, "too many password checks waiting; see Retry-After"),
     ),
+    openapi_extra=json_body(RegisterRequest),
 )
-async def register(
-    body: RegisterRequest, service: AuthServiceDep, client: Client, now: Now
-) -> UserOut:
+async def register(request: Request, service: AuthServiceDep, client: Client, now: Now) -> UserOut:
+    body = await parse_body(request, RegisterRequest)
     user = await service.register(
         username=body.username, password=body.password, client=client, now=now
     )
@@ -123,6 +132,7 @@ async def register(
             " unreachable; see Retry-After",
         ),
         (422, ErrorCode.VALIDATION_ERROR, "malformed body"),
+        (415, ErrorCode.UNSUPPORTED_MEDIA_TYPE, "a body that is neither JSON nor a form"),
     ),
 )
 async def login(
@@ -138,7 +148,7 @@ async def login(
     if transport == "cookie":
         # Login CSRF: a foreign page must not plant its own session in the browser.
         check_origin(origin, settings)
-    grant = token_request(await read_body(request))
+    grant = token_request(await read_body(request, form=True))
     if isinstance(grant, RefreshGrantRequest):
         try:
             tokens = await service.refresh(
@@ -188,13 +198,7 @@ def refresh_token_from(
         check_origin(origin, settings)
         return cookie, True
     raise RequestValidationError(
-        [
-            {
-                "type": "missing",
-                "loc": ("body", "refresh_token"),
-                "msg": f"A refresh token is required, in the body or the {REFRESH_COOKIE} cookie.",
-            }
-        ]
+        [{"type": "missing", "loc": ("body", "refresh_token"), "msg": "missing"}]
     )
 
 
@@ -205,6 +209,11 @@ REFRESH_RESPONSES = errors(
     (403, ErrorCode.INVALID_REFRESH_TOKEN, "malformed, forged, of the wrong type or unknown"),
     (403, ErrorCode.ORIGIN_NOT_ALLOWED, "cookie request from an origin not allowed"),
     (422, ErrorCode.VALIDATION_ERROR, "no token in the body or the cookie"),
+    (415, ErrorCode.UNSUPPORTED_MEDIA_TYPE, "a body that is not JSON"),
+)
+REFRESH_DESCRIPTION = (
+    "The refresh token in the JSON body, or, with no body, in the `authsvc_refresh` cookie "
+    "(see `transport=cookie`); a refresh that came by cookie answers by cookie."
 )
 
 
@@ -213,26 +222,31 @@ REFRESH_RESPONSES = errors(
     response_model=TokenPair,
     response_model_exclude_none=True,
     summary="Rotate a refresh token for a new token pair",
+    description=REFRESH_DESCRIPTION,
     responses=REFRESH_RESPONSES,
+    openapi_extra=json_body(REFRESH_BODY_SCHEMA),
 )
 @router.post(
     "/refresh",
     response_model=TokenPair,
     response_model_exclude_none=True,
     summary="Rotate a refresh token (alias of /generateTokens)",
+    description=REFRESH_DESCRIPTION,
     responses=REFRESH_RESPONSES,
+    openapi_extra=json_body(REFRESH_BODY_SCHEMA),
 )
 async def refresh(
+    request: Request,
     response: Response,
     service: AuthServiceDep,
     client: Client,
     settings: SettingsDep,
     now: Now,
-    body: RefreshRequest | None = None,
     cookie: Annotated[str | None, Cookie(alias=REFRESH_COOKIE, include_in_schema=False)] = None,
     origin: Annotated[str | None, Header(include_in_schema=False)] = None,
     transport: Transport = "json",
 ) -> TokenPair:
+    body = await parse_optional_body(request, RefreshRequest)
     token, via_cookie = refresh_token_from(body, cookie, origin, settings)
     tokens = await service.refresh(refresh_token=token, client=client, now=now)
     return token_response(

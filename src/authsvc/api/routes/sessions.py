@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Cookie, Depends, Header, Response, status
+from fastapi import APIRouter, Cookie, Depends, Header, Request, Response, status
 
+from authsvc.api.bodies import json_body, parse_optional_body
 from authsvc.api.deps import Client, ContextDep, DbSession, Now, SettingsDep
 from authsvc.api.responses import BEARER_ERRORS, errors
 from authsvc.api.routes.auth import COOKIE_SAMESITE, REFRESH_COOKIE, refresh_token_from
 from authsvc.api.security import AccessClaimsDep, CurrentUser
 from authsvc.errors import ErrorCode
-from authsvc.schemas import RefreshRequest, SessionOut
+from authsvc.schemas import REFRESH_BODY_SCHEMA, RefreshRequest, SessionOut
 from authsvc.services.sessions import SessionService
 
 router = APIRouter(tags=["sessions"])
@@ -30,21 +31,25 @@ SessionServiceDep = Annotated[SessionService, Depends(get_session_service)]
     response_class=Response,
     summary="End the session of a refresh token (body or cookie) and clear the cookie",
     description="204 for any token, also one that is unknown, expired or already revoked "
-    "(RFC 7009 §2.2).",
+    "(RFC 7009 §2.2). The refresh token in the JSON body, or, with no body, in the "
+    "`authsvc_refresh` cookie.",
     responses=errors(
         (403, ErrorCode.ORIGIN_NOT_ALLOWED, "cookie request from an origin not allowed"),
         (422, ErrorCode.VALIDATION_ERROR, "no token in the body or the cookie"),
+        (415, ErrorCode.UNSUPPORTED_MEDIA_TYPE, "a body that is not JSON"),
     ),
+    openapi_extra=json_body(REFRESH_BODY_SCHEMA),
 )
 async def logout(
+    request: Request,
     service: SessionServiceDep,
     client: Client,
     settings: SettingsDep,
     now: Now,
-    body: RefreshRequest | None = None,
     cookie: Annotated[str | None, Cookie(alias=REFRESH_COOKIE, include_in_schema=False)] = None,
     origin: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Response:
+    body = await parse_optional_body(request, RefreshRequest)
     token, _ = refresh_token_from(body, cookie, origin, settings)
     await service.logout(refresh_token=token, client=client, now=now)
     response = Response(status_code=status.HTTP_204_NO_CONTENT)
