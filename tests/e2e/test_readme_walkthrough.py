@@ -126,3 +126,33 @@ def test_the_readme_walkthrough_runs_as_written(tmp_path: Path) -> None:
                 f"{step.command}\nprinted:\n{output}\nthe README says:\n" + "\n".join(step.expected)
             )
         assert "Internal Server Error" not in output
+
+
+def test_the_readme_command_line_block_runs_as_written(tmp_path: Path) -> None:
+    """The first ``sh`` block under "Command line", in a checkout that has installed once
+    (scripts/, the files the install is keyed on, and this .venv)."""
+    root = README.parent
+    section = README.read_text().split("\n## Command line\n", 1)[1]
+    match = re.search(r"```sh\n(.*?)```", section, re.DOTALL)
+    assert match, "no sh block under 'Command line'"
+    checkout = tmp_path / "checkout"
+    shutil.copytree(root / "scripts", checkout / "scripts")
+    for name in ("pyproject.toml", "constraints.txt"):
+        shutil.copy2(root / name, checkout / name)
+    (checkout / ".venv").symlink_to(root / ".venv")
+    done = subprocess.run(
+        ["bash", "-e", "-c", match.group(1)],
+        cwd=checkout,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    database = checkout / "var" / "authsvc.db"
+    assert "Usage: authsvc" in done.stdout
+    assert "created user bob (" in done.stdout
+    assert f"in {database}, a new database" in done.stdout
+    assert f"event(s) from {database}" in done.stderr
+    assert "installing" not in done.stderr  # the stamp matched: nothing was reinstalled
