@@ -156,3 +156,56 @@ def test_the_readme_command_line_block_runs_as_written(tmp_path: Path) -> None:
     assert f"in {database}, a new database" in done.stdout
     assert f"event(s) from {database}" in done.stderr
     assert "installing" not in done.stderr  # the stamp matched: nothing was reinstalled
+
+
+def test_scripts_serve_says_what_it_is_doing(tmp_path: Path) -> None:
+    """`scripts/serve` in a checkout that has installed once: it says it migrates and serves,
+    where the database and the generated key are, and the docs page's URL."""
+    import time
+
+    import httpx
+
+    from tests.e2e.processes import free_port
+
+    root = README.parent
+    checkout = tmp_path / "checkout"
+    shutil.copytree(root / "scripts", checkout / "scripts")
+    for name in ("pyproject.toml", "constraints.txt"):
+        shutil.copy2(root / name, checkout / name)
+    (checkout / ".venv").symlink_to(root / ".venv")
+    port = free_port()
+    log = tmp_path / "serve.log"
+    env = clean_env({"AUTHSVC_LOG_FORMAT": "text", "AUTHSVC_ARGON2_MEMORY_COST": "1024"})
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            ["scripts/serve", "--port", str(port)],
+            cwd=checkout,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert process.poll() is None, log.read_text()
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        else:
+            pytest.fail(f"scripts/serve never answered:\n{log.read_text()}")
+    finally:
+        process.terminate()
+        process.wait(30)
+    output = log.read_text()
+    var = checkout / "var"
+    for expected in (
+        f"authsvc: serving from {checkout}: migrating the database schema",
+        f"database created: {var / 'authsvc.db'}, schema up to date",
+        f"development signing key generated: {var / 'jwt-es256.pem'}",
+        f"docs page: http://127.0.0.1:{port}/docs",
+    ):
+        assert expected in output, output
+    assert "Traceback" not in output

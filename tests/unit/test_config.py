@@ -97,3 +97,14 @@ def test_production_refuses_an_issuer_that_is_not_an_https_url(issuer: str) -> N
 )
 def test_plain_database_urls_mean_the_async_drivers(given: str, used: str) -> None:
     assert make(database_url=given).database_url == used
+
+
+def test_an_empty_variable_means_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    # docker-compose.yml passes every setting through as ${AUTHSVC_X:-}: unset arrives empty.
+    for name in ("PUBLIC_URL", "JWT_SECRET", "ACCESS_TOKEN_TTL_SECONDS", "ALLOW_REGISTRATION"):
+        monkeypatch.setenv(f"AUTHSVC_{name}", "")
+    s = make()
+    assert s.public_url is None
+    assert s.jwt_secret is None
+    assert s.access_token_ttl_seconds == 1800
+    assert s.allow_registration is True
