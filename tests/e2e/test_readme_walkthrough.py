@@ -10,6 +10,7 @@ README's `"expires_in":1800` is read as 5.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -209,3 +210,35 @@ def test_scripts_serve_says_what_it_is_doing(tmp_path: Path) -> None:
     ):
         assert expected in output, output
     assert "Traceback" not in output
+
+
+def test_the_resource_service_example_runs_as_its_readme_says(tmp_path: Path) -> None:
+    """examples/resource_service/README.md's block, from the repository's root, with `$AT`
+    from a login as in the walk-through (its ports swapped for free ones)."""
+    import httpx
+
+    from tests.e2e.processes import free_port
+
+    readme = (README.parent / "examples" / "resource_service" / "README.md").read_text()
+    match = re.search(r"```sh\n(.*?)```", readme, re.DOTALL)
+    assert match
+    block = match.group(1)
+    assert "$AT" in block
+    with running_server(tmp_path / "server", env={"AUTHSVC_COOKIE_SECURE": "false"}) as server:
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            user = {"username": "walker", "password": "correct horse battery staple"}
+            assert http.post("/register", json=user).status_code == 201
+            access = http.post("/login", json=user).json()["access_token"]
+        host = server.url.removeprefix("http://")
+        script = block.replace("127.0.0.1:8000", host).replace("9000", str(free_port()))
+        done = subprocess.run(
+            ["bash", "-e", "-c", "trap 'kill $(jobs -p) 2>/dev/null' EXIT\n" + script],
+            cwd=README.parent,
+            env=clean_env({"AT": access, "PATH": os.environ["PATH"]}),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert '"message":"hello"' in done.stdout, done.stdout + done.stderr
