@@ -25,25 +25,6 @@ from authsvc.services.auth import ClientInfo
 from authsvc.services.events import AuthEvent, EventSink, EventType, NullSink
 
 TokenTypeHint = Literal["refresh_token", "access_token"]
-INACTIVE = IntrospectionOut(active=False)
-
-
-def _active(
-    claims: AccessClaims | RefreshClaims, username: str, *, iss: str, aud: str, kind: TokenTypeHint
-) -> IntrospectionOut:
-    """The introspection answer for a live token of ``kind``."""
-    return IntrospectionOut(
-        active=True,
-        sub=claims.sub,
-        username=username,
-        exp=claims.exp,
-        iat=claims.iat,
-        iss=iss,
-        aud=aud,
-        jti=claims.jti,
-        sid=claims.sid,
-        token_type=kind,
-    )
 
 
 def _uuid(value: str) -> uuid.UUID | None:
@@ -175,13 +156,14 @@ class SessionService:
         await self._db.rollback()
 
     async def introspect(self, *, token: str, now: datetime) -> IntrospectionOut:
-        """RFC 7662: the claims of a live token whose session is active, else ``INACTIVE``."""
+        """RFC 7662: the claims of a live token whose session is active, else only
+        ``active: false``."""
         await begin_read_only(self._db)
         try:
             return (
                 await self._introspect_access(token, now)
                 or await self._introspect_refresh(token, now)
-                or INACTIVE
+                or IntrospectionOut(active=False)
             )
         finally:
             await self._db.rollback()
@@ -199,9 +181,7 @@ class SessionService:
         user = await self._sessions.active_user(session_id=sid, user_id=user_id, now=now)
         if user is None:
             return None
-        return _active(
-            claims, user.username, iss=claims.raw["iss"], aud=claims.raw["aud"], kind="access_token"
-        )
+        return self._active(claims, user.username, "access_token")
 
     async def _introspect_refresh(self, token: str, now: datetime) -> IntrospectionOut | None:
         try:
@@ -221,12 +201,25 @@ class SessionService:
         user = await self._users.get(state.user_id)
         if user is None:
             return None
-        return _active(
-            claims,
-            user.username,
+        return self._active(claims, user.username, "refresh_token")
+
+    def _active(
+        self, claims: AccessClaims | RefreshClaims, username: str, kind: TokenTypeHint
+    ) -> IntrospectionOut:
+        """The answer for a live token: its claims, with the issuer and audience it was
+        verified against (a refresh token's audience is its own)."""
+        access = kind == "access_token"
+        return IntrospectionOut(
+            active=True,
+            sub=claims.sub,
+            username=username,
+            exp=claims.exp,
+            iat=claims.iat,
             iss=self._settings.issuer,
-            aud=self._codec.refresh_audience,
-            kind="refresh_token",
+            aud=self._settings.audience if access else self._codec.refresh_audience,
+            jti=claims.jti,
+            sid=claims.sid,
+            token_type=kind,
         )
 
     async def _refresh_token_state(self, token: str) -> TokenState | None:
