@@ -6,9 +6,10 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from authsvc.security.password_policy import MAX_PASSWORD_LENGTH
+from authsvc.security.usernames import Username
 
 
 def _encodable(value: str) -> str:
@@ -17,12 +18,6 @@ def _encodable(value: str) -> str:
     return value
 
 
-USERNAME_RULE = "3 to 64 characters: ASCII letters, digits and . _ - @"
-Username = Annotated[
-    str,
-    StringConstraints(min_length=3, max_length=64, pattern=r"^[A-Za-z0-9._@-]+$"),
-    Field(description=f"{USERNAME_RULE}; case-insensitive.", examples=["alice"]),
-]
 # What /login accepts: long enough for any password /register allows, short enough that nobody
 # makes us hash a megabyte.
 LOGIN_PASSWORD_MAX = 1024
@@ -91,6 +86,8 @@ REFRESH_BODY_SCHEMA: dict[str, object] = {
 
 
 class UserOut(BaseModel):
+    # Validated from the ``User`` row's attributes (no docstring: it would show on /docs).
+    model_config = ConfigDict(from_attributes=True)
     id: uuid.UUID
     username: str
     created_at: datetime
@@ -132,6 +129,7 @@ class JWKS(BaseModel):
 
 
 class SessionOut(BaseModel):
+    # Built by ``SessionService.list_sessions`` and returned as is.
     id: uuid.UUID
     created_at: datetime
     last_used_at: datetime
@@ -148,6 +146,8 @@ class SessionOut(BaseModel):
 
 class IntrospectionOut(BaseModel):
     """RFC 7662: only ``active`` when the token is not live."""
+
+    # The route leaves out the fields that are None: an inactive answer is {"active": false}.
 
     active: bool
     sub: str | None = None

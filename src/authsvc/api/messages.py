@@ -11,7 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from authsvc.schemas import LOGIN_PASSWORD_MAX, SCOPE_MAX, USERNAME_RULE
+from authsvc.schemas import LOGIN_PASSWORD_MAX, SCOPE_MAX
+from authsvc.security.usernames import MAX_LENGTH, MIN_LENGTH
+
+USERNAME_RULE = f"{MIN_LENGTH} to {MAX_LENGTH} characters: ASCII letters, digits and . _ - @"
 
 # How each field is named in a sentence.
 _LABELS = {
