@@ -52,9 +52,7 @@ async def _chain(
     rotated = 0
     for _ in range(rotations):
         started = time.monotonic()
-        response = await http.post(
-            f"{url}/refresh", json={"refresh_token": pair["refresh_token"]}
-        )
+        response = await http.post(f"{url}/refresh", json={"refresh_token": pair["refresh_token"]})
         if latencies is not None:
             latencies.append(time.monotonic() - started)
         statuses[response.status_code] += 1
@@ -71,9 +69,7 @@ async def test_every_answered_login_and_rotation_survives_a_sigkill(
     users, rotations = 8, 10
     server = run_server(env={"AUTHSVC_DATABASE_URL": server_database_url, **OPEN_LIMITS})
     async with httpx.AsyncClient(timeout=30) as http:
-        chains = await asyncio.gather(
-            *(_chain(http, server.url, rotations) for _ in range(users))
-        )
+        chains = await asyncio.gather(*(_chain(http, server.url, rotations) for _ in range(users)))
     # Killed the moment the last answer arrived: nothing gets to drain or shut down.
     server.process.send_signal(signal.SIGKILL)
     server.process.wait(10)
