@@ -13,7 +13,8 @@ from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import DateTime, MetaData, event
-from sqlalchemy.engine import Dialect, Engine, make_url
+from sqlalchemy.engine import Dialect, Engine, ExceptionContext, make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.asyncio import AsyncSession as AsyncSession
 from sqlalchemy.orm import DeclarativeBase
@@ -127,6 +128,7 @@ def make_engine(settings: Settings, **overrides: Any) -> AsyncEngine:
         install_sqlite_hooks(
             engine, busy_timeout_ms=int(settings.db_statement_timeout_seconds * 1000)
         )
+        install_error_translation(engine)
         # A writer waits for its turn in this process, then (as the one writer of this
         # process) for the other processes' writers: both within a request's 5 s.
         _WRITER_TURNS[engine.sync_engine] = WriterTurns(
@@ -141,7 +143,38 @@ def make_engine(settings: Settings, **overrides: Any) -> AsyncEngine:
         "pool_recycle": 1800,
         "connect_args": _asyncpg_connect_args(settings),
     }
-    return create_async_engine(url, **_with_overrides(kwargs, overrides))
+    engine = create_async_engine(url, **_with_overrides(kwargs, overrides))
+    install_error_translation(engine)
+    return engine
+
+
+# What a driver raises, unwrapped, when the database's connection fails under it: the
+# socket (refused, reset) or the driver's own timeouts (connect, command_timeout).
+_CONNECTION_FAILURES = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
+def install_error_translation(engine: AsyncEngine) -> None:
+    """Every failure of the database's connection reaches the caller as a SQLAlchemy
+    ``OperationalError`` (its ``orig`` the driver's exception), so that the API can tell a
+    database that is down (503) from any other ``OSError`` or timeout in the code (a bug).
+
+    SQLAlchemy wraps the driver's DB-API errors itself; asyncpg raises socket errors and
+    timeouts as they are, and the errors of a connect attempt unwrapped.
+    """
+
+    @event.listens_for(engine.sync_engine, "do_connect")
+    def _connect(dialect: Dialect, _record: Any, cargs: Any, cparams: Any) -> Any:
+        try:
+            return dialect.connect(*cargs, **cparams)
+        except _CONNECTION_FAILURES as exc:
+            raise OperationalError("connect", None, exc) from exc
+
+    @event.listens_for(engine.sync_engine, "handle_error")
+    def _on_error(context: ExceptionContext) -> BaseException | None:
+        original = context.original_exception
+        if context.sqlalchemy_exception is None and isinstance(original, OSError | TimeoutError):
+            return OperationalError(context.statement, None, original)
+        return None
 
 
 def _asyncpg_connect_args(settings: Settings) -> dict[str, Any]:
