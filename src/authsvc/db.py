@@ -169,6 +169,18 @@ def install_error_translation(engine: AsyncEngine) -> None:
         except _CONNECTION_FAILURES as exc:
             raise OperationalError("connect", None, exc) from exc
 
+    # The pool's pre-ping calls the dialect directly, outside handle_error's reach.
+    dialect = engine.sync_engine.dialect
+    ping = dialect.do_ping
+
+    def _ping(dbapi_connection: Any) -> bool:
+        try:
+            return ping(dbapi_connection)
+        except (OSError, TimeoutError) as exc:
+            raise OperationalError("ping", None, exc) from exc
+
+    dialect.do_ping = _ping  # type: ignore[method-assign]
+
     @event.listens_for(engine.sync_engine, "handle_error")
     def _on_error(context: ExceptionContext) -> BaseException | None:
         original = context.original_exception
