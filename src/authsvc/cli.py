@@ -32,7 +32,6 @@ from authsvc.security.keys import (
     load_previous_keys,
     load_signing_key,
 )
-from authsvc.services.events import EventSink
 
 
 @click.group(
@@ -404,7 +403,7 @@ def _set_disabled(username: str, disabled: bool) -> None:
     username = check_username(username)
 
     async def work(session: AsyncSession) -> int:
-        service = UserAdminService(session, events=_audit_sink(session))
+        service = UserAdminService(session)
         if disabled:
             return await service.disable(username, datetime.now(UTC))
         await service.enable(username, datetime.now(UTC))
@@ -433,15 +432,6 @@ def disable_user(username: str) -> None:
 def enable_user(username: str) -> None:
     """Enable a disabled account."""
     _set_disabled(username, False)
-
-
-def _audit_sink(session: AsyncSession) -> EventSink:
-    from sqlalchemy.ext.asyncio import AsyncEngine
-
-    from authsvc.services.audit import DatabaseEventSink
-
-    assert isinstance(session.bind, AsyncEngine)
-    return DatabaseEventSink(make_sessionmaker(session.bind))
 
 
 @app.command()
