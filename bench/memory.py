@@ -354,6 +354,7 @@ def main() -> None:
         memory_cost = 19456
         env = {
             "AUTHSVC_ENV": "production",
+            "AUTHSVC_ISSUER": "https://auth.example.com",
             "AUTHSVC_DATABASE_URL": args.pg_url,
             "AUTHSVC_JWT_PRIVATE_KEY_FILE": str(key),
             "AUTHSVC_DATA_DIR": str(scratch / "data"),

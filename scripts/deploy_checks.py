@@ -7,6 +7,17 @@ PyYAML in ``kube-render``).
     deploy_checks.py compose DOCKERFILE          assert `docker-compose config --format json`
                                                  (read from stdin)
     deploy_checks.py guards COMPOSE_FILE         list the ${VAR:?} guarded variables
+    deploy_checks.py key-commands COMPOSE_FILE   the documented key commands, one per
+                                                 algorithm: ALGORITHM<TAB>key|secret<TAB>COMMAND
+    deploy_checks.py passthrough COMPOSE_FILE[,OVERLAY...] DOC...
+                                                 assert every AUTHSVC_* setting the docs name
+                                                 is passed through by the compose file
+    deploy_checks.py service-run SERVICE PG_URL REDIS_URL
+                                                 from `config --format json` (stdin): the
+                                                 service's environment as NAME=VALUE lines with
+                                                 secrets, database and Redis mapped to the host,
+                                                 then a line "--", then its command and
+                                                 healthcheck as JSON
     deploy_checks.py kube-render KUBECTL SRC OUT render every Kubernetes overlay under SRC
                                                  (deploy/kubernetes) with `KUBECTL kustomize`
                                                  into OUT/<overlay>.yaml, from a copy of SRC
@@ -305,6 +316,94 @@ def compose_assertions(config: dict[str, Any], dockerfile: Path) -> None:
     expect(config.get("secrets", {}), "compose: the signing key must come from a secret")
 
 
+# What compose sets itself for every container, or names only for tests.
+_NOT_PASSED_THROUGH = {
+    "AUTHSVC_ENV",
+    "AUTHSVC_DATABASE_URL",
+    "AUTHSVC_REDIS_URL",
+    "AUTHSVC_DATA_DIR",
+    "AUTHSVC_JWT_PRIVATE_KEY_FILE",
+    "AUTHSVC_JWT_PREVIOUS_KEY_FILES",
+}
+_KEY_COMMAND = re.compile(r"^#\s+(key|secret) (ES256|EdDSA|RS256|HS256): (.+)$", re.MULTILINE)
+
+
+def key_commands(compose_file: Path) -> list[tuple[str, str, str]]:
+    """The documented key command of each algorithm, from the compose file's header."""
+    found = [
+        (alg, kind, cmd.strip())
+        for kind, alg, cmd in _KEY_COMMAND.findall(compose_file.read_text())
+    ]
+    algorithms = sorted(alg for alg, _, _ in found)
+    expect(
+        algorithms == sorted(["ES256", "EdDSA", "RS256", "HS256"]),
+        f"compose: one documented key command per algorithm, found {algorithms}",
+    )
+    return found
+
+
+# Variables of the compose files themselves (not settings of the service).
+_COMPOSE_OWN = {
+    "AUTHSVC_IMAGE",
+    "AUTHSVC_PORT",
+    "AUTHSVC_JWT_PREVIOUS_KEY_FILE",
+    "AUTHSVC_TLS_CERT_FILE",
+    "AUTHSVC_TLS_KEY_FILE",
+}
+
+
+def passthrough(compose_files: list[Path], docs: list[Path]) -> list[str]:
+    """Every ``AUTHSVC_*`` setting the docs name appears in the compose file (set, or passed
+    through from the operator's environment); the compose files' own variables (the image,
+    the port, the previous key, the TLS files) appear in one of them."""
+    text = compose_files[0].read_text()
+    every = "\n".join(f.read_text() for f in compose_files)
+    named: set[str] = set()
+    for doc in docs:
+        if doc.is_file():
+            named |= set(re.findall(r"\bAUTHSVC_[A-Z0-9_]*[A-Z0-9]\b", doc.read_text()))
+    named = {n for n in named if not n.startswith("AUTHSVC_TEST_")}
+    missing = sorted(
+        n for n in named if not re.search(rf"\b{n}\b", every if n in _COMPOSE_OWN else text)
+    )
+    expect(not missing, f"compose: documented settings not passed through: {missing}")
+    for name in sorted(named - _NOT_PASSED_THROUGH - _COMPOSE_OWN):
+        expect(
+            re.search(rf"^\s+{name}: \$\{{{name}:[-?]", text, re.MULTILINE) is not None
+            or name == "AUTHSVC_JWT_ALGORITHM",
+            f"compose: {name} must be passed through as ${{{name}:-...}}",
+        )
+    return sorted(named)
+
+
+def service_run(config: dict[str, Any], service: str, pg_url: str, redis_url: str) -> str:
+    """The service's environment with its container paths and hosts mapped to this host."""
+    spec = config["services"][service]
+    secrets = {name: top.get("file") for name, top in config.get("secrets", {}).items()}
+    mapped = {
+        s.get("target", f"/run/secrets/{s['source']}"): secrets[s["source"]]
+        for s in spec.get("secrets", [])
+    }
+    lines = []
+    for name, value in sorted((spec.get("environment") or {}).items()):
+        value = "" if value is None else str(value)
+        if name == "AUTHSVC_DATABASE_URL":
+            expect("@postgres:5432/" in value, "compose: the database URL must name postgres")
+            value = pg_url
+        elif name == "AUTHSVC_REDIS_URL":
+            value = redis_url
+        else:
+            for target, source in mapped.items():
+                value = value.replace(target, source)
+        expect("\n" not in value, f"compose: {name} spans lines")
+        lines.append(f"{name}={value}")
+    for target in [c for c in spec.get("command", []) if c.startswith("/run/secrets/")]:
+        expect(target in mapped, f"compose: {service}'s command names {target}, not a secret of it")
+    command = [mapped.get(c, c) for c in spec.get("command", [])]
+    health = (spec.get("healthcheck") or {}).get("test") or []
+    return "\n".join([*lines, "--", json.dumps(command), json.dumps(health)])
+
+
 def guarded_variables(compose_file: Path) -> list[str]:
     return sorted(set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*):\?", compose_file.read_text())))
 
@@ -405,6 +504,14 @@ def main(argv: list[str]) -> int:
                 compose_assertions(json.load(sys.stdin), Path(dockerfile))
             case ["guards", compose_file]:
                 print("\n".join(guarded_variables(Path(compose_file))))
+            case ["key-commands", compose_file]:
+                for alg, kind, cmd in key_commands(Path(compose_file)):
+                    print(f"{alg}\t{kind}\t{cmd}")
+            case ["passthrough", compose_files, *docs]:
+                files = [Path(f) for f in compose_files.split(",")]
+                print(" ".join(passthrough(files, [Path(d) for d in docs])))
+            case ["service-run", service, pg_url, redis_url]:
+                print(service_run(json.load(sys.stdin), service, pg_url, redis_url))
             case ["kube-render", kubectl, source, out]:
                 print("\n".join(kube_render(kubectl, Path(source), Path(out))))
             case ["kube-stage", source, tree]:

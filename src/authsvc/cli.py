@@ -20,11 +20,18 @@ import click
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from authsvc import database_target
 from authsvc.config import Settings
 from authsvc.db import make_engine, make_sessionmaker
 from authsvc.errors import AuthError
 from authsvc.security import usernames
-from authsvc.security.keys import KeyConfigError, load_previous_keys, load_signing_key
+from authsvc.security.keys import (
+    KeyConfigError,
+    SigningKey,
+    development_key_path,
+    load_previous_keys,
+    load_signing_key,
+)
 
 
 @click.group(
@@ -66,10 +73,39 @@ def check_username(username: str) -> str:
     return usernames.normalize_username(username)
 
 
-def run_db(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
-    """Run ``work`` in a session on an up-to-date schema; a database error is one line."""
+def require_database(settings: Settings, *, create: bool) -> bool:
+    """Whether the database already existed. Without ``create``, a database that does not
+    exist is refused in one line rather than created where the command happens to run."""
     from sqlalchemy.exc import SQLAlchemyError
 
+    try:
+        found = asyncio.run(database_target.exists(settings))
+    except (SQLAlchemyError, OSError) as exc:
+        fail(f"cannot reach the database {database_target.describe(settings)}: {_reason(exc)}", 1)
+    if not found and not (create and database_target.creatable(settings)):
+        where = database_target.describe(settings)
+        fail(f"no database at {where}: {database_target.how_to_create(settings)}", 1)
+    return found
+
+
+def _reason(exc: BaseException) -> str:
+    """A database error's first line, without SQLAlchemy's background link."""
+    orig = getattr(exc, "orig", None) or exc.__cause__ or exc
+    text = str(orig).strip().splitlines()[0] if str(orig).strip() else ""
+    return text or type(orig).__name__
+
+
+def run_db(
+    settings: Settings, work: Callable[[AsyncSession], Awaitable[T]], *, create: bool = False
+) -> T:
+    """Run ``work`` in a session on an up-to-date schema; a database error is one line.
+
+    Only ``create`` makes a database that does not exist yet.
+    """
+    from sqlalchemy.exc import SQLAlchemyError
+
+    if not create:
+        require_database(settings, create=False)
     migrate_or_fail(settings)
 
     async def runner() -> T:
@@ -83,7 +119,7 @@ def run_db(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> 
     try:
         return asyncio.run(runner())
     except (SQLAlchemyError, OSError) as exc:
-        fail(f"database error: {type(exc).__name__}", 1)
+        fail(f"database error on {database_target.describe(settings)}: {_reason(exc)}", 1)
 
 
 def migrate_or_fail(settings: Settings) -> None:
@@ -127,14 +163,46 @@ def serve(
 
     tls = check_tls_files(ssl_certfile, ssl_keyfile)
     settings = load_settings()
+    key_file = development_key_path(settings) if uses_development_key(settings) else None
+    key_was_there = key_file is not None and key_file.exists()
     try:
         load_signing_key(settings)  # generate the development key once, before workers start
         load_previous_keys(settings)
     except KeyConfigError as exc:
         fail(str(exc))
     check_can_listen(host, port)
+    new_database = database_target.creatable(settings) and not asyncio.run(
+        database_target.exists(settings)
+    )
     migrate_or_fail(settings)
+    import logging.config
+
     from authsvc.observability.logs import logging_config
+
+    # Say where everything is before uvicorn's own lines (JSON lines when not at a terminal).
+    logging.config.dictConfig(logging_config(settings.log_format, settings.log_level))
+    log = logging.getLogger("authsvc.cli")
+    log.info(
+        "database %s: %s, schema up to date",
+        "created" if new_database else "ready",
+        database_target.describe(settings),
+        extra={"fields": {"database": database_target.describe(settings)}},
+    )
+    if key_file is not None:
+        log.info(
+            "development signing key %s: %s (set AUTHSVC_JWT_PRIVATE_KEY_FILE in production)",
+            "reused" if key_was_there else "generated",
+            key_file.resolve(),
+            extra={"fields": {"key_file": str(key_file.resolve())}},
+        )
+    scheme = "https" if tls else "http"
+    shown_host = f"[{host}]" if ":" in host else host
+    log.info(
+        "docs page: %s://%s:%d/docs",
+        scheme,
+        "127.0.0.1" if host in ("0.0.0.0", "::") else shown_host,  # noqa: S104
+        port,
+    )
 
     with metrics_directory(workers):
         uvicorn.run(
@@ -155,6 +223,13 @@ def serve(
             ssl_certfile=str(tls[0]) if tls else None,
             ssl_keyfile=str(tls[1]) if tls else None,
         )
+
+
+def uses_development_key(settings: Settings) -> bool:
+    """Whether the signing key is the one generated (once) under the data directory."""
+    if settings.jwt_algorithm == "HS256":
+        return settings.jwt_secret is None
+    return settings.jwt_private_key_file is None and settings.env != "production"
 
 
 class _EncryptedKey(Exception):
@@ -242,8 +317,11 @@ def metrics_directory(workers: int) -> Iterator[None]:
 @app.command()
 def migrate() -> None:
     """Bring the schema up to date (alembic upgrade head) and exit."""
-    migrate_or_fail(load_settings())
-    print("authsvc: schema is up to date")
+    settings = load_settings()
+    existed = require_database(settings, create=True)
+    migrate_or_fail(settings)
+    new = "" if existed else ", a new database"
+    print(f"authsvc: schema is up to date: {database_target.describe(settings)}{new}")
 
 
 @app.command("create-user")
@@ -257,18 +335,11 @@ def create_user(username: str, password_stdin: bool) -> None:
 
     settings = load_settings()
     username = check_username(username)
-    if password_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-    else:
-        password = getpass.getpass("Password: ")
-        if getpass.getpass("Repeat password: ") != password:
-            fail("the passwords do not match")
-    if not password:
-        fail("no password given")
-    try:
-        codec = TokenCodec(settings, load_signing_key(settings))
-    except KeyConfigError as exc:
-        fail(str(exc))
+    password = read_password(password_stdin)
+    # create_user signs nothing: a throwaway key, so that no development key is left behind
+    # in whatever directory the command runs from.
+    codec = TokenCodec(settings, throwaway_signing_key(settings))
+    existed = require_database(settings, create=True)
 
     async def work(session: AsyncSession) -> str:
         service = AuthService(
@@ -280,10 +351,49 @@ def create_user(username: str, password_stdin: bool) -> None:
         return str(user.id)
 
     try:
-        user_id = run_db(settings, work)
+        user_id = run_db(settings, work, create=True)
     except AuthError as exc:
         fail(exc.detail)
-    print(f"created user {username} ({user_id})")
+    new = "" if existed else ", a new database"
+    print(f"created user {username} ({user_id}) in {database_target.describe(settings)}{new}")
+
+
+def read_password(from_stdin: bool) -> str:
+    """The password, from standard input or typed twice at a terminal (never echoed)."""
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    elif not _has_terminal():
+        fail("no terminal to ask for the password on: pipe it in with --password-stdin")
+    else:
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Repeat password: ") != password:
+            fail("the passwords do not match")
+    if not password:
+        fail("no password given")
+    return password
+
+
+def _has_terminal() -> bool:
+    # getpass reads from /dev/tty, and falls back to stdin with a GetPassWarning without one.
+    try:
+        with open("/dev/tty", "rb"):
+            return True
+    except OSError:
+        return os.name == "nt"
+
+
+def throwaway_signing_key(settings: Settings) -> SigningKey:
+    """An in-memory key of the configured algorithm, for code that needs a codec but never
+    signs with it."""
+    import secrets
+
+    from authsvc.security.keys import generate_private_key
+
+    if settings.jwt_algorithm == "HS256":
+        return SigningKey.from_secret(secrets.token_bytes(48))
+    return SigningKey.from_private_key(
+        settings.jwt_algorithm, generate_private_key(settings.jwt_algorithm)
+    )
 
 
 def _set_disabled(username: str, disabled: bool) -> None:
@@ -299,14 +409,15 @@ def _set_disabled(username: str, disabled: bool) -> None:
         await service.enable(username, datetime.now(UTC))
         return 0
 
+    where = database_target.describe(settings)
     try:
         revoked = run_db(settings, work)
     except UnknownUser:
-        fail(f"no such user: {username}", 1)
+        fail(f"no such user: {username} (in {where})", 1)
     if disabled:
-        print(f"disabled {username}; revoked {revoked} session(s)")
+        print(f"disabled {username} in {where}; revoked {revoked} session(s)")
     else:
-        print(f"enabled {username}")
+        print(f"enabled {username} in {where}")
 
 
 @app.command("disable-user")
@@ -341,7 +452,7 @@ def purge() -> None:
     result = run_db(settings, work)
     print(
         f"purged {result.sessions} session(s), {result.attempts} attempt record(s)"
-        f" and {result.known_addresses} known address(es)"
+        f" and {result.known_addresses} known address(es) from {database_target.describe(settings)}"
     )
 
 
@@ -390,7 +501,11 @@ def audit(username: str | None, since: str | None, limit: int) -> None:
         username = check_username(username)
     moment = parse_since(since, datetime.now(UTC)) if since is not None else None
 
-    async def work(session: AsyncSession) -> list[str]:
+    async def work(session: AsyncSession) -> list[str] | None:
+        from authsvc.repositories.users import UserRepository
+
+        if username is not None and await UserRepository(session).get_by_username(username) is None:
+            return None
         lines = await AuditQuery(session).events(username=username, since=moment, limit=limit)
         return [
             "\t".join(
@@ -407,8 +522,14 @@ def audit(username: str | None, since: str | None, limit: int) -> None:
             for line in lines
         ]
 
-    for text in run_db(settings, work):
+    where = database_target.describe(settings)
+    found = run_db(settings, work)
+    if found is None:
+        fail(f"no such user: {username} (in {where})", 1)
+    for text in found:
         click.echo(text)
+    # On stderr, so that the trail on stdout stays one event per line.
+    print(f"authsvc: {len(found)} event(s) from {where}", file=sys.stderr)
 
 
 def main() -> None:

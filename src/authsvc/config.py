@@ -6,6 +6,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal, Self
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -20,8 +21,14 @@ class Settings(BaseSettings):
     """Every knob of the service; the names and defaults are documented (README,
     *Configuration*) and deployments depend on them."""
 
+    # An empty variable means the default: deployment files pass every setting through as
+    # ${AUTHSVC_X:-} (docker-compose.yml), so an unset one arrives empty.
     model_config = SettingsConfigDict(
-        env_prefix="AUTHSVC_", env_file=".env", extra="ignore", frozen=True
+        env_prefix="AUTHSVC_",
+        env_file=".env",
+        extra="ignore",
+        frozen=True,
+        env_ignore_empty=True,
     )
 
     env: Literal["development", "production", "test"] = "development"
@@ -112,6 +119,21 @@ class Settings(BaseSettings):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
 
+    @field_validator("database_url", mode="after")
+    @classmethod
+    def _async_driver(cls, value: str) -> str:
+        """A plain ``postgresql://`` (or ``postgres://``) URL means asyncpg, and a plain
+        ``sqlite://`` one aiosqlite: the service only speaks the async drivers."""
+        scheme, sep, rest = value.partition("://")
+        drivers = {
+            "postgresql": "postgresql+asyncpg",
+            "postgres": "postgresql+asyncpg",
+            "sqlite": "sqlite+aiosqlite",
+        }
+        return (
+            f"{drivers[scheme.lower()]}{sep}{rest}" if sep and scheme.lower() in drivers else value
+        )
+
     @field_validator("cors_origins", mode="after")
     @classmethod
     def _strip_trailing_slash(cls, value: list[str]) -> list[str]:
@@ -142,7 +164,25 @@ class Settings(BaseSettings):
             )
         if self.env == "production" and not self.cookie_secure:
             raise ValueError("AUTHSVC_ENV=production refuses AUTHSVC_COOKIE_SECURE=false")
+        if self.env == "production" and not is_https_issuer(self.issuer):
+            raise ValueError(
+                "AUTHSVC_ENV=production requires AUTHSVC_ISSUER to be an https URL without a"
+                " query or fragment (RFC 8414 §2), e.g. https://auth.example.com"
+            )
         return self
+
+
+def is_https_issuer(issuer: str) -> bool:
+    """RFC 8414 §2: an issuer identifier is an ``https`` URL with no query or fragment."""
+    parts = urlsplit(issuer)
+    return (
+        parts.scheme == "https"
+        and bool(parts.hostname)
+        and not parts.query
+        and not parts.fragment
+        and "?" not in issuer
+        and "#" not in issuer
+    )
 
 
 @lru_cache

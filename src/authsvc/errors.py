@@ -32,6 +32,7 @@ class ErrorCode(StrEnum):
     INVALID_GRANT = "invalid_grant"
     UNSUPPORTED_GRANT_TYPE = "unsupported_grant_type"
     SERVICE_UNAVAILABLE = "service_unavailable"
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
 
 
 class AuthError(Exception):
@@ -132,6 +133,11 @@ class SessionNotFound(AuthError):
 class InvalidRequest(AuthError):
     code = ErrorCode.INVALID_REQUEST
     detail = "The request is missing a required parameter."
+
+
+class UnsupportedMediaType(AuthError):
+    code = ErrorCode.UNSUPPORTED_MEDIA_TYPE
+    detail = "The body must be JSON, sent with Content-Type: application/json."
 
 
 class InvalidClient(AuthError):

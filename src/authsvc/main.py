@@ -18,6 +18,7 @@ from authsvc.api.middleware import (
     SecurityHeadersMiddleware,
     StrictTransportSecurityMiddleware,
 )
+from authsvc.api.openapi import install_openapi
 from authsvc.api.requestlog import RequestContextMiddleware
 from authsvc.api.routes import auth, oauth, ops, sessions, users, wellknown
 from authsvc.config import Settings, get_settings
@@ -104,6 +105,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(sessions.router)
     app.include_router(oauth.router)
     app.include_router(ops.router)
+    install_openapi(app, settings)
 
     if settings.cors_origins:
         app.add_middleware(

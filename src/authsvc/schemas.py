@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from authsvc.security.password_policy import MAX_PASSWORD_LENGTH
 from authsvc.security.usernames import Username
 
 
@@ -17,13 +18,28 @@ def _encodable(value: str) -> str:
     return value
 
 
-# Long enough for any policy, short enough that nobody makes us hash a megabyte. The policy
-# (including the 128-character maximum) is applied by the service, with its own error code.
+# What /login accepts: long enough for any password /register allows, short enough that nobody
+# makes us hash a megabyte.
+LOGIN_PASSWORD_MAX = 1024
 Password = Annotated[
     str,
-    Field(min_length=1, max_length=1024, examples=["correct horse battery staple"]),
+    Field(min_length=1, max_length=LOGIN_PASSWORD_MAX, examples=["correct horse battery staple"]),
     AfterValidator(_encodable),
 ]
+# /register: any string; its length (AUTHSVC_PASSWORD_MIN_LENGTH to 128, whatever is sent) and
+# the rest of the policy are the service's, answered as 422 weak_password. The schema states
+# the range (the app sets minLength from its settings: api.openapi).
+NewPassword = Annotated[
+    str,
+    Field(
+        examples=["correct horse battery staple"],
+        json_schema_extra={"minLength": 12, "maxLength": MAX_PASSWORD_LENGTH},
+        description="From AUTHSVC_PASSWORD_MIN_LENGTH to 128 characters; not containing the "
+        "username; not a commonly used password (otherwise 422 `weak_password`).",
+    ),
+    AfterValidator(_encodable),
+]
+SCOPE_MAX = 1024
 # No max_length: an over-long token is an invalid token (403/401), not a malformed body.
 TokenString = Annotated[str, Field(min_length=1), AfterValidator(_encodable)]
 
@@ -34,14 +50,14 @@ class _Body(BaseModel):
 
 class RegisterRequest(_Body):
     username: Username
-    password: Password
+    password: NewPassword
 
 
 class LoginRequest(_Body):
     username: Username
     password: Password
     grant_type: Literal["password"] | None = None
-    scope: Annotated[str, Field(max_length=1024)] = ""
+    scope: Annotated[str, Field(max_length=SCOPE_MAX)] = ""
 
 
 class RefreshGrantRequest(_Body):
@@ -49,11 +65,24 @@ class RefreshGrantRequest(_Body):
 
     grant_type: Literal["refresh_token"]
     refresh_token: TokenString
-    scope: Annotated[str, Field(max_length=1024)] = ""
+    scope: Annotated[str, Field(max_length=SCOPE_MAX)] = ""
 
 
 class RefreshRequest(_Body):
+    """A refresh token in the body. Without one (no body, ``null`` or ``{}``), the
+    ``authsvc_refresh`` cookie is read instead."""
+
     refresh_token: TokenString | None = None
+
+
+# What the OpenAPI document states for /generateTokens, /refresh and /logout: a body with the
+# token (the cookie alternative is in each operation's description).
+REFRESH_BODY_SCHEMA: dict[str, object] = {
+    "title": "RefreshRequest",
+    "type": "object",
+    "required": ["refresh_token"],
+    "properties": {"refresh_token": {"type": "string", "minLength": 1, "title": "Refresh Token"}},
+}
 
 
 class UserOut(BaseModel):

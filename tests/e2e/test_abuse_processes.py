@@ -143,12 +143,19 @@ def write_key(tmp_path: Path) -> Path:
             },
             "AUTHSVC_COOKIE_SECURE",
         ),
+        ("issuer-not-https", {"KEY": "1", "AUTHSVC_ISSUER": "authsvc"}, "AUTHSVC_ISSUER"),
+        (
+            "issuer-plain-http",
+            {"KEY": "1", "AUTHSVC_ISSUER": "http://auth.example.com"},
+            "https URL",
+        ),
     ],
 )
 def test_production_refuses_unsafe_settings(
     tmp_path: Path, command: str, case: str, env: dict[str, str], reason: str
 ) -> None:
     env = {
+        "AUTHSVC_ISSUER": "https://auth.example.com",
         **env,
         "AUTHSVC_ENV": "production",
         "AUTHSVC_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/a.db",
@@ -171,6 +178,7 @@ def test_production_refuses_unsafe_settings(
 def test_production_starts_with_safe_settings(tmp_path: Path) -> None:
     env = {
         "AUTHSVC_ENV": "production",
+        "AUTHSVC_ISSUER": "https://auth.example.com",
         "AUTHSVC_JWT_PRIVATE_KEY_FILE": str(write_key(tmp_path)),
         "AUTHSVC_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/a.db",
         **FAST_HASH_ENV,

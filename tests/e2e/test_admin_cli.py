@@ -10,6 +10,7 @@ from typing import Any
 
 from httpx import AsyncClient
 from sqlalchemy import func, select, update
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from authsvc.models import (
@@ -36,6 +37,14 @@ class Cli:
         return await run_cli_async(self.cwd, *args, env=cli_env(self.database_url, self.data_dir))
 
 
+def where(database_url: str) -> str:
+    """How the CLI names the database it acts on: a SQLite file's path, or the URL."""
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite":
+        return str(Path(str(url.database)).resolve())
+    return url.render_as_string(hide_password=True)
+
+
 def make_cli(database_url: str, key_dir: Path, tmp_path: Path) -> Cli:
     return Cli(database_url, key_dir, tmp_path)
 
@@ -50,7 +59,9 @@ async def test_disable_user_revokes_everything_and_enable_lets_them_back_in(
 
     result = await cli("disable-user", user["username"].upper())
     assert result.code == 0, result.stderr
-    assert result.stdout.strip() == f"disabled {user['username']}; revoked 2 session(s)"
+    assert result.stdout.strip() == (
+        f"disabled {user['username']} in {where(database_url)}; revoked 2 session(s)"
+    )
 
     for pair in (first, second):
         refreshed = await client.post("/refresh", json={"refresh_token": pair["refresh_token"]})
@@ -72,7 +83,7 @@ async def test_disable_user_revokes_everything_and_enable_lets_them_back_in(
 
     result = await cli("enable-user", user["username"])
     assert result.code == 0, result.stderr
-    assert result.stdout.strip() == f"enabled {user['username']}"
+    assert result.stdout.strip() == f"enabled {user['username']} in {where(database_url)}"
     fresh = await login(client, user["username"])
     assert (await client.get("/me", headers=bearer(fresh["access_token"]))).status_code == 200
     # Enabling does not bring revoked sessions back.
@@ -86,7 +97,9 @@ async def test_disable_unknown_or_invalid_user_fails_with_one_line(
     cli = make_cli(database_url, key_dir, tmp_path)
     unknown = await cli("disable-user", "nobody-here")
     assert unknown.code == 1
-    assert unknown.stderr.strip() == "authsvc: error: no such user: nobody-here"
+    assert unknown.stderr.strip() == (
+        f"authsvc: error: no such user: nobody-here (in {where(database_url)})"
+    )
     invalid = await cli("enable-user", "no")
     assert invalid.code == 2
     assert len(invalid.stderr.strip().splitlines()) == 1
@@ -179,6 +192,7 @@ async def test_purge_deletes_only_capped_sessions_and_stale_failures(
     assert result.code == 0, result.stderr
     assert (
         result.stdout.strip() == "purged 1 session(s), 2 attempt record(s) and 1 known address(es)"
+        f" from {where(database_url)}"
     )
 
     async with clean_db.connect() as conn:
@@ -208,6 +222,7 @@ async def test_purge_deletes_only_capped_sessions_and_stale_failures(
     again = await cli("purge")
     assert (
         again.stdout.strip() == "purged 0 session(s), 0 attempt record(s) and 0 known address(es)"
+        f" from {where(database_url)}"
     )
 
 

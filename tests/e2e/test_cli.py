@@ -82,9 +82,9 @@ def test_authsvc_alone_shows_the_usage_not_an_error(tmp_path: Path) -> None:
         (["serve", "--workers", "0"], "--workers"),
         (["serve", "--port", "70000"], "--port"),
         (["create-user"], "USERNAME"),
-        (["disable-user", "nobody_here"], "no such user"),
+        (["disable-user", "nobody_here"], "no database at"),
     ],
-    ids=["unknown-command", "workers-0", "port-out-of-range", "no-username", "unknown-user"],
+    ids=["unknown-command", "workers-0", "port-out-of-range", "no-username", "no-database"],
 )
 def test_bad_command_lines_get_one_line(tmp_path: Path, args: list[str], expected: str) -> None:
     result = run_cli(tmp_path, *args)

@@ -160,7 +160,10 @@ def test_request_schemas_accept_only_what_the_contract_allows(
         assert username.isascii()
         assert all(ch.isalnum() or ch in "._@-" for ch in username)
     if "password" in data:
-        assert 1 <= len(data["password"]) <= 1024
+        # /register takes any string and its policy answers the length (weak_password);
+        # /login takes what any registered password could be, and bounds the hashing.
+        if model is not RegisterRequest:
+            assert 1 <= len(data["password"]) <= 1024
         data["password"].encode("utf-8")  # no lone surrogates: argon2 needs bytes
     if data.get("refresh_token") is not None:
         data["refresh_token"].encode("utf-8")

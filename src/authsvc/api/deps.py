@@ -12,6 +12,7 @@ from fastapi import Cookie, Depends, Header, Request
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from authsvc.api.bodies import parse_optional_body
 from authsvc.api.context import AppContext
 from authsvc.api.cookies import REFRESH_COOKIE, check_origin
 from authsvc.api.proxies import is_trusted_proxy
@@ -126,13 +127,15 @@ class PresentedRefreshToken:
     via_cookie: bool
 
 
-def get_presented_refresh_token(
+async def get_presented_refresh_token(
+    request: Request,
     settings: SettingsDep,
-    body: RefreshRequest | None = None,
     cookie: Annotated[str | None, Cookie(alias=REFRESH_COOKIE, include_in_schema=False)] = None,
     origin: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> PresentedRefreshToken:
-    """The token in the body, else the one in the refresh cookie; 422 when there is neither."""
+    """The token in the JSON body (read by api.bodies, as every body is), else the one in
+    the refresh cookie; 422 when there is neither."""
+    body = await parse_optional_body(request, RefreshRequest)
     if body is not None and body.refresh_token:
         return PresentedRefreshToken(body.refresh_token, via_cookie=False)
     if cookie:
@@ -140,14 +143,9 @@ def get_presented_refresh_token(
         # origins outright, before anything is consumed.
         check_origin(origin, settings)
         return PresentedRefreshToken(cookie, via_cookie=True)
+    # The message is api.messages' (it names the cookie).
     raise RequestValidationError(
-        [
-            {
-                "type": "missing",
-                "loc": ("body", "refresh_token"),
-                "msg": f"A refresh token is required, in the body or the {REFRESH_COOKIE} cookie.",
-            }
-        ]
+        [{"type": "missing", "loc": ("body", "refresh_token"), "msg": "missing"}]
     )
 
 

@@ -14,6 +14,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from authsvc.api.messages import humanize
 from authsvc.errors import AuthError, ErrorCode, ServiceUnavailable, TooManyAttempts
 
 logger = logging.getLogger("authsvc.errors")
@@ -45,6 +46,7 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.INVALID_GRANT: 400,
     ErrorCode.UNSUPPORTED_GRANT_TYPE: 400,
     ErrorCode.SERVICE_UNAVAILABLE: 503,
+    ErrorCode.UNSUPPORTED_MEDIA_TYPE: 415,
 }
 
 REALM = 'Bearer realm="authsvc"'
@@ -82,14 +84,9 @@ def auth_error_response(exc: AuthError) -> JSONResponse:
 
 
 def _safe_validation_errors(errors: Any) -> list[dict[str, Any]]:
-    """FastAPI's error list without ``input`` (it may hold a password) or ``url``."""
-    cleaned = []
-    for err in errors:
-        item = {k: v for k, v in err.items() if k not in ("input", "url", "ctx")}
-        if "ctx" in err:
-            item["ctx"] = {k: str(v) for k, v in err["ctx"].items()}
-        cleaned.append(item)
-    encoded: list[dict[str, Any]] = jsonable_encoder(cleaned)
+    """FastAPI's error list with our sentences (api.messages), without ``input`` (it may hold
+    a password), ``url`` or ``ctx`` (a pattern, a parser position)."""
+    encoded: list[dict[str, Any]] = jsonable_encoder(humanize(errors))
     return encoded
 
 

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Header, Query, Request, Response, status
 from pydantic import ValidationError
 
-from authsvc.api.bodies import json_or_form_body, read_body, validate_body
+from authsvc.api.bodies import json_body, json_or_form_body, parse_body, read_body, validate_body
 from authsvc.api.cookies import check_origin, set_refresh_cookie
 from authsvc.api.deps import AuthServiceDep, Client, Now, PresentedRefresh, SettingsDep
 from authsvc.api.responses import errors
@@ -20,6 +20,7 @@ from authsvc.errors import (
     UnsupportedGrantType,
 )
 from authsvc.schemas import (
+    REFRESH_BODY_SCHEMA,
     LoginRequest,
     RefreshGrantRequest,
     RegisterRequest,
@@ -69,13 +70,14 @@ def token_response(
             "the password breaks the policy (the detail names the rule)",
         ),
         (422, ErrorCode.VALIDATION_ERROR, "malformed body"),
+        (415, ErrorCode.UNSUPPORTED_MEDIA_TYPE, "a body that is not JSON"),
         (429, ErrorCode.TOO_MANY_ATTEMPTS, "too many registrations from this address"),
         (503, ErrorCode.SERVICE_UNAVAILABLE, "too many password checks waiting; see Retry-After"),
     ),
+    openapi_extra=json_body(RegisterRequest),
 )
-async def register(
-    body: RegisterRequest, service: AuthServiceDep, client: Client, now: Now
-) -> UserOut:
+async def register(request: Request, service: AuthServiceDep, client: Client, now: Now) -> UserOut:
+    body = await parse_body(request, RegisterRequest)
     user = await service.register(
         username=body.username, password=body.password, client=client, now=now
     )
@@ -112,6 +114,7 @@ async def register(
             " unreachable; see Retry-After",
         ),
         (422, ErrorCode.VALIDATION_ERROR, "malformed body"),
+        (415, ErrorCode.UNSUPPORTED_MEDIA_TYPE, "a body that is neither JSON nor a form"),
     ),
 )
 async def login(
@@ -127,7 +130,7 @@ async def login(
     if transport == "cookie":
         # Login CSRF: a foreign page must not plant its own session in the browser.
         check_origin(origin, settings)
-    grant = token_request(await read_body(request))
+    grant = token_request(await read_body(request, form=True))
     if isinstance(grant, RefreshGrantRequest):
         try:
             tokens = await service.refresh(
@@ -166,6 +169,11 @@ REFRESH_RESPONSES = errors(
     (403, ErrorCode.INVALID_REFRESH_TOKEN, "malformed, forged, of the wrong type or unknown"),
     (403, ErrorCode.ORIGIN_NOT_ALLOWED, "cookie request from an origin not allowed"),
     (422, ErrorCode.VALIDATION_ERROR, "no token in the body or the cookie"),
+    (415, ErrorCode.UNSUPPORTED_MEDIA_TYPE, "a body that is not JSON"),
+)
+REFRESH_DESCRIPTION = (
+    "The refresh token in the JSON body, or, with no body, in the `authsvc_refresh` cookie "
+    "(see `transport=cookie`); a refresh that came by cookie answers by cookie."
 )
 
 
@@ -174,14 +182,18 @@ REFRESH_RESPONSES = errors(
     response_model=TokenPair,
     response_model_exclude_none=True,
     summary="Rotate a refresh token for a new token pair",
+    description=REFRESH_DESCRIPTION,
     responses=REFRESH_RESPONSES,
+    openapi_extra=json_body(REFRESH_BODY_SCHEMA),
 )
 @router.post(
     "/refresh",
     response_model=TokenPair,
     response_model_exclude_none=True,
     summary="Rotate a refresh token (alias of /generateTokens)",
+    description=REFRESH_DESCRIPTION,
     responses=REFRESH_RESPONSES,
+    openapi_extra=json_body(REFRESH_BODY_SCHEMA),
 )
 async def refresh(
     response: Response,

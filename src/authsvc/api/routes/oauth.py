@@ -4,8 +4,9 @@ authorization server metadata (RFC 8414)."""
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response, status
+from fastapi.exceptions import RequestValidationError
 
-from authsvc.api.bodies import MalformedBody, read_json_or_form
+from authsvc.api.bodies import NO_BODY, read_body
 from authsvc.api.deps import Client, Now, SessionServiceDep, SettingsDep
 from authsvc.api.responses import errors
 from authsvc.api.security import IntrospectionClient
@@ -37,13 +38,15 @@ _TOKEN_BODY = {
 
 
 async def _token_params(request: Request) -> tuple[str, str | None]:
-    """``token`` and ``token_type_hint`` from a form or JSON; 400 ``invalid_request`` otherwise."""
-    try:
-        data = await read_json_or_form(request, empty={})
-    except MalformedBody as exc:
-        raise InvalidRequest(str(exc)) from None
+    """``token`` and ``token_type_hint`` from a form or JSON; 400 ``invalid_request`` without
+    a token. A malformed body is the same 422 as at every endpoint (api.bodies)."""
+    data = await read_body(request, form=True)
+    if data is NO_BODY:
+        data = {}
     if not isinstance(data, dict):
-        raise InvalidRequest("The body must be a form or a JSON object.")
+        raise RequestValidationError(
+            [{"type": "model_type", "loc": ("body",), "msg": "not an object"}]
+        )
     token, hint = data.get("token"), data.get("token_type_hint")
     if not isinstance(token, str) or not token:
         raise InvalidRequest("The `token` parameter is required.")
@@ -63,6 +66,8 @@ async def _token_params(request: Request) -> tuple[str, str | None]:
         200: {"description": "Revoked, or there was nothing to revoke."},
         **errors(
             (400, ErrorCode.INVALID_REQUEST, "no `token` parameter"),
+            (415, ErrorCode.UNSUPPORTED_MEDIA_TYPE, "a body that is neither a form nor JSON"),
+            (422, ErrorCode.VALIDATION_ERROR, "a malformed body"),
         ),
     },
 )
@@ -85,6 +90,8 @@ async def revoke(
     responses=errors(
         (401, ErrorCode.INVALID_CLIENT, "missing or wrong HTTP Basic client credentials"),
         (400, ErrorCode.INVALID_REQUEST, "no `token` parameter"),
+        (415, ErrorCode.UNSUPPORTED_MEDIA_TYPE, "a body that is neither a form nor JSON"),
+        (422, ErrorCode.VALIDATION_ERROR, "a malformed body"),
     ),
 )
 async def introspect(

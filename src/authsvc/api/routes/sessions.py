@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
 
+from authsvc.api.bodies import json_body
 from authsvc.api.cookies import clear_refresh_cookie
 from authsvc.api.deps import Client, Now, PresentedRefresh, SessionServiceDep, SettingsDep
 from authsvc.api.responses import BEARER_ERRORS, errors
 from authsvc.api.security import AccessClaimsDep, CurrentUser
 from authsvc.errors import ErrorCode
-from authsvc.schemas import SessionOut
+from authsvc.schemas import REFRESH_BODY_SCHEMA, SessionOut
 
 router = APIRouter(tags=["sessions"])
 
@@ -20,11 +21,14 @@ router = APIRouter(tags=["sessions"])
     response_class=Response,
     summary="End the session of a refresh token (body or cookie) and clear the cookie",
     description="204 for any token, also one that is unknown, expired or already revoked "
-    "(RFC 7009 §2.2).",
+    "(RFC 7009 §2.2). The refresh token in the JSON body, or, with no body, in the "
+    "`authsvc_refresh` cookie.",
     responses=errors(
         (403, ErrorCode.ORIGIN_NOT_ALLOWED, "cookie request from an origin not allowed"),
         (422, ErrorCode.VALIDATION_ERROR, "no token in the body or the cookie"),
+        (415, ErrorCode.UNSUPPORTED_MEDIA_TYPE, "a body that is not JSON"),
     ),
+    openapi_extra=json_body(REFRESH_BODY_SCHEMA),
 )
 async def logout(
     service: SessionServiceDep,
