@@ -131,7 +131,8 @@ def make_client(make_settings: Callable[..., Settings]) -> ClientFactory:
     @asynccontextmanager
     async def factory(**overrides: Any) -> AsyncIterator[AsyncClient]:
         app = create_app(make_settings(**overrides))
-        async with LifespanManager(app) as manager:
+        # asgi-lifespan's 5 s default was seen to expire on a loaded 2-core machine.
+        async with LifespanManager(app, startup_timeout=30, shutdown_timeout=30) as manager:
             transport = ASGITransport(app=manager.app, client=("203.0.113.7", 50000))
             async with AsyncClient(transport=transport, base_url="http://testserver") as client:
                 yield client
