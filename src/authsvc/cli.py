@@ -147,8 +147,10 @@ def serve(
             timeout_graceful_shutdown=20,
             # Our request middleware logs each request once, as structured data.
             access_log=False,
-            log_config=logging_config(settings.log_format, settings.log_level),
-            log_level=settings.log_level,
+            log_config=logging_config(
+                settings.operations.log_format, settings.operations.log_level
+            ),
+            log_level=settings.operations.log_level,
             ssl_certfile=str(tls[0]) if tls else None,
             ssl_keyfile=str(tls[1]) if tls else None,
         )

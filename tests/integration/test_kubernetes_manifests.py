@@ -295,9 +295,9 @@ def test_the_pods_environment_is_a_valid_configuration(
         for name, value in env.items():
             monkeypatch.setenv(name, value)
         settings = Settings(_env_file=None)  # type: ignore[call-arg]
-        assert settings.database_url.startswith("postgresql+asyncpg://")
+        assert settings.database.database_url.startswith("postgresql+asyncpg://")
         if overlay != "dev":
-            assert settings.env == "production"
+            assert settings.operations.env == "production"
         # Set explicitly: the default is the node's core count, not the pod's.
         assert "AUTHSVC_PASSWORD_HASH_CONCURRENCY" in env
 

@@ -227,7 +227,7 @@ class SessionService:
             "username": user.username,
             "exp": claims.exp,
             "iat": claims.iat,
-            "iss": self._settings.issuer,
+            "iss": self._settings.tokens.issuer,
             "aud": self._codec.refresh_audience,
             "jti": claims.jti,
             "sid": claims.sid,

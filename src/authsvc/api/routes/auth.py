@@ -53,7 +53,7 @@ def token_response(
             tokens.refresh_token,
             max_age=tokens.refresh_expires_in,
             path="/",
-            secure=settings.cookie_secure,
+            secure=settings.clients.cookie_secure,
             httponly=True,
             samesite=COOKIE_SAMESITE,
         )
@@ -157,7 +157,7 @@ async def login(
 
 def check_origin(origin: str | None, settings: Settings) -> None:
     """``OriginNotAllowed`` for a browser request from an origin not in the CORS list."""
-    if origin is not None and origin.rstrip("/") not in settings.cors_origins:
+    if origin is not None and origin.rstrip("/") not in settings.clients.cors_origins:
         raise OriginNotAllowed()
 
 

@@ -79,7 +79,7 @@ def authenticate_client(authorization: str | None, settings: Settings) -> str:
         raise InvalidClient()
     given_id, given_secret = _digest(client_id), _digest(secret)
     matched: str | None = None
-    for entry in settings.introspection_clients:
+    for entry in settings.clients.introspection_clients:
         known_id, sep, known_secret = entry.partition(":")
         id_ok = hmac.compare_digest(given_id, _digest(known_id))
         secret_ok = hmac.compare_digest(given_secret, _digest(known_secret))
@@ -143,9 +143,9 @@ async def introspect(
     tags=["discovery"],
 )
 async def metadata(request: Request, settings: SettingsDep) -> ServerMetadata:
-    base = (settings.public_url or str(request.base_url)).rstrip("/")
+    base = (settings.operations.public_url or str(request.base_url)).rstrip("/")
     return ServerMetadata(
-        issuer=settings.issuer,
+        issuer=settings.tokens.issuer,
         jwks_uri=f"{base}/.well-known/jwks.json",
         token_endpoint=f"{base}/login",
         revocation_endpoint=f"{base}/revoke",

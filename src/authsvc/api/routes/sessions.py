@@ -51,7 +51,7 @@ async def logout(
     response.delete_cookie(
         REFRESH_COOKIE,
         path="/",
-        secure=settings.cookie_secure,
+        secure=settings.clients.cookie_secure,
         httponly=True,
         samesite=COOKIE_SAMESITE,
     )
