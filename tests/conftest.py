@@ -145,6 +145,13 @@ async def client(make_client: ClientFactory) -> AsyncIterator[AsyncClient]:
         yield client
 
 
+def bearer(token: str, **headers: str) -> dict[str, Any]:
+    """The ``Authorization`` header that presents ``token`` (plus any other ``headers``)."""
+    value = f"Bearer {token}"
+    # httpx refuses a non-ASCII str header value; a hostile client sends the bytes anyway.
+    return {"Authorization": value if value.isascii() else value.encode(), **headers}
+
+
 def unique_username(prefix: str = "user") -> str:
     return f"{prefix}{uuid.uuid4().hex[:10]}"
 

@@ -8,11 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from authsvc.models import AuditEvent
-from tests.conftest import PASSWORD, ClientFactory, login, register
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
+from tests.conftest import PASSWORD, ClientFactory, bearer, login, register
 
 
 async def events(engine: AsyncEngine) -> list[Any]:

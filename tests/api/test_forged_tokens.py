@@ -27,7 +27,7 @@ from httpx import AsyncClient
 from authsvc.config import Settings
 from authsvc.security.keys import SigningKey, load_signing_key
 from authsvc.security.tokens import TokenCodec
-from tests.conftest import login, register
+from tests.conftest import bearer, login, register
 
 
 def b64(data: bytes) -> str:
@@ -368,11 +368,6 @@ async def genuine(client: AsyncClient, settings: Settings) -> Genuine:
         key=key,
         refresh_key=codec._refresh_keys[refresh_header["kid"]],
     )
-
-
-def bearer(token: str) -> dict[str, bytes]:
-    # Bytes: httpx would refuse a non-ASCII str header value; a hostile client would not.
-    return {"Authorization": b"Bearer " + token.encode("utf-8")}
 
 
 async def test_genuine_tokens_work(client: AsyncClient, genuine: Genuine) -> None:

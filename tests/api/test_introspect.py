@@ -9,15 +9,11 @@ import jwt
 import pytest
 from httpx import AsyncClient
 
-from tests.conftest import ClientFactory, login, register
+from tests.conftest import ClientFactory, bearer, login, register
 
 CLIENTS = "gateway:s3cret-gateway,billing:another:secret"
 AUTH = ("gateway", "s3cret-gateway")
 INACTIVE = {"active": False}
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def basic(raw: str) -> dict[str, str]:

@@ -10,12 +10,8 @@ import jwt
 import pytest
 
 from authsvc.security.keys import generate_private_key, private_key_pem
-from tests.conftest import ClientFactory, login, register
+from tests.conftest import ClientFactory, bearer, login, register
 from tests.e2e.processes import cli_env, run_cli_async
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def write_key(path: Path, algorithm: str = "ES256") -> Path:

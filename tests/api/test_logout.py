@@ -7,11 +7,7 @@ from typing import Any
 import pytest
 from httpx import AsyncClient
 
-from tests.conftest import ClientFactory, login, register
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
+from tests.conftest import ClientFactory, bearer, login, register
 
 
 async def test_logout_revokes_the_session(client: AsyncClient, tokens: dict[str, Any]) -> None:

@@ -14,13 +14,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from authsvc.models import AuthSession, User
 from authsvc.security.keys import development_key_path, load_private_key_file
+from tests.conftest import bearer
 
 REALM = 'Bearer realm="authsvc"'
 INVALID = f'{REALM}, error="invalid_token"'
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 async def test_me_returns_the_user(

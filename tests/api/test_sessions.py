@@ -9,11 +9,7 @@ from typing import Any
 import pytest
 from httpx import AsyncClient
 
-from tests.conftest import ClientFactory, login, register
-
-
-def bearer(token: str, **headers: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}", **headers}
+from tests.conftest import ClientFactory, bearer, login, register
 
 
 async def test_sessions_lists_each_login_and_marks_the_current_one(

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from authsvc.models import AuthSession, RefreshToken
-from tests.conftest import PASSWORD, unique_username
+from tests.conftest import PASSWORD, bearer, unique_username
 from tests.e2e.conftest import ServerFactory
 
 pytestmark = pytest.mark.slow
@@ -112,7 +112,7 @@ async def test_forty_concurrent_refreshes_within_grace_get_one_successor(
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
         for response in responses[:3]:
             token = response.json()["access_token"]
-            me = await http.get("/me", headers={"Authorization": f"Bearer {token}"})
+            me = await http.get("/me", headers=bearer(token))
             assert me.status_code == 200
         rotated = await http.post("/refresh", json={"refresh_token": successors.pop()})
         assert rotated.status_code == 200, rotated.text

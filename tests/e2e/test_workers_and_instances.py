@@ -17,7 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.engine import make_url
 
-from tests.conftest import ONLY_POSTGRESQL, PASSWORD, unique_username
+from tests.conftest import ONLY_POSTGRESQL, PASSWORD, bearer, unique_username
 from tests.e2e.processes import Server, server_env, start_server
 
 pytestmark = pytest.mark.slow
@@ -242,7 +242,7 @@ async def test_two_instances_share_one_token_race(
             assert r.status_code == 200, r.text
             tokens = r.json()
             # A token from one instance is good at the other.
-            r = await a.get("/me", headers={"Authorization": f"Bearer {tokens['access_token']}"})
+            r = await a.get("/me", headers=bearer(tokens["access_token"]))
             assert r.status_code == 200, r.text
 
             body = {"refresh_token": tokens["refresh_token"]}
