@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from authsvc.api.deps import get_now
 from authsvc.config import Settings
 from authsvc.db import Base, make_engine
 from authsvc.main import create_app
@@ -33,8 +36,54 @@ FAST_HASH = {"argon2_memory_cost": 1024, "argon2_time_cost": 1, "argon2_parallel
 def pytest_report_header() -> str:
     url = os.environ.get(PG_URL_ENV)
     if not url:
-        return "postgresql: not configured (tests skipped)"
+        return "postgresql: not configured (its tests are left out)"
     return f"postgresql: {make_url(url).render_as_string(hide_password=True)}"
+
+
+# Tests that need a service this machine lacks are left out at collection, and the summary
+# says why in one line per service (not one skip per test). Under CI=true nothing is left
+# out: the ``backend`` fixture and require_redis() fail those tests instead.
+_LEFT_OUT: dict[str, int] = {}
+
+
+def _needs(item: pytest.Item) -> str | None:
+    params = getattr(item, "callspec", None)
+    values = params.params if params is not None else {}
+    if values.get("backend") == "postgresql":
+        return "postgresql"
+    if values.get("store") == "redis":
+        return "redis"
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if IN_CI:
+        return
+    from tests.redis_support import redis_answers
+
+    missing: set[str] = set()
+    if not os.environ.get(PG_URL_ENV):
+        missing.add("postgresql")
+    if any(_needs(item) == "redis" for item in items) and not redis_answers():
+        missing.add("redis")
+    keep, drop = [], []
+    for item in items:
+        need = _needs(item)
+        (drop if need in missing else keep).append(item)
+        if need in missing:
+            _LEFT_OUT[need] = _LEFT_OUT.get(need, 0) + 1
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    reasons = {
+        "postgresql": f"set {PG_URL_ENV} to a throwaway database to run them",
+        "redis": "Redis at 127.0.0.1:6379 does not answer",
+    }
+    for need, count in sorted(_LEFT_OUT.items()):
+        terminalreporter.write_line(f"{count} tests need {need}, left out: {reasons[need]}")
 
 
 async def _reset_postgres(url: str) -> None:
@@ -126,11 +175,34 @@ async def clean_db(db_engine: AsyncEngine) -> AsyncIterator[AsyncEngine]:
 ClientFactory = Callable[..., AbstractAsyncContextManager[AsyncClient]]
 
 
+class FakeClock:
+    """The service's clock (the ``Now`` dependency) under the test's control.
+
+    Pass one to ``make_client(clock=...)`` and ``advance`` it instead of sleeping. Only what
+    the service computes from ``Now`` moves; PyJWT checks an access token's ``iat`` and ``exp``
+    on the real clock, and Redis windows run on Redis's. So the clock starts ten minutes in
+    the past: tokens issued after an advance of up to ten minutes are not from the future.
+    """
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self.now = start or datetime.now(UTC) - timedelta(minutes=10)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
 @pytest.fixture
 def make_client(make_settings: Callable[..., Settings]) -> ClientFactory:
     @asynccontextmanager
-    async def factory(**overrides: Any) -> AsyncIterator[AsyncClient]:
+    async def factory(
+        *, clock: FakeClock | None = None, **overrides: Any
+    ) -> AsyncIterator[AsyncClient]:
         app = create_app(make_settings(**overrides))
+        if clock is not None:
+            app.dependency_overrides[get_now] = clock
         async with LifespanManager(app) as manager:
             transport = ASGITransport(app=manager.app, client=("203.0.113.7", 50000))
             async with AsyncClient(transport=transport, base_url="http://testserver") as client:
@@ -150,6 +222,19 @@ def bearer(token: str, **headers: str) -> dict[str, Any]:
     value = f"Bearer {token}"
     # httpx refuses a non-ASCII str header value; a hostile client sends the bytes anyway.
     return {"Authorization": value if value.isascii() else value.encode(), **headers}
+
+
+@pytest.fixture
+def redis_key_prefix() -> Iterator[str]:
+    """A Redis key prefix of the test's own; its keys are deleted when the test ends."""
+    from tests.redis_support import delete_keys, redis_answers
+
+    prefix = f"authsvc-test-{uuid.uuid4().hex}"
+    yield prefix
+    if redis_answers():
+        # On an event loop of its own, whatever the test's loop is doing.
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, delete_keys(prefix)).result()
 
 
 def unique_username(prefix: str = "user") -> str:

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 Algorithm = Literal["ES256", "EdDSA", "RS256", "HS256"]
@@ -338,6 +339,18 @@ def groups() -> dict[str, type[_Group]]:
         assert isinstance(field.annotation, type) and issubclass(field.annotation, _Group)
         found[name] = field.annotation
     return found
+
+
+def setting_fields() -> dict[str, FieldInfo]:
+    """Every setting by field name, across the groups (its variable: ``variable(name)``)."""
+    return {
+        name: field for group in groups().values() for name, field in group.model_fields.items()
+    }
+
+
+def variable(name: str) -> str:
+    """The environment variable of the setting ``name``."""
+    return f"{ENV_PREFIX}{name.upper()}"
 
 
 def _grouped(settings_cls: type[Settings], values: dict[str, Any]) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic.fields import FieldInfo
 
-from authsvc.config import ENV_PREFIX, groups
+from authsvc.config import ENV_PREFIX, groups, variable
 
 DEFAULT_PATH = Path("docs/configuration.md")
 
@@ -46,10 +46,6 @@ in the working directory (the environment wins over the file). Every variable st
 variable. In code the settings are grouped as below (`settings.tokens.access_token_ttl_seconds`
 is `{prefix}ACCESS_TOKEN_TTL_SECONDS`).
 """
-
-
-def variable(name: str) -> str:
-    return f"{ENV_PREFIX}{name.upper()}"
 
 
 def shown_default(field: FieldInfo) -> str:

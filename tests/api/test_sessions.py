@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 from httpx import AsyncClient
 
-from tests.conftest import ClientFactory, bearer, login, register
+from tests.conftest import ClientFactory, FakeClock, bearer, login, register
 
 
 async def test_sessions_lists_each_login_and_marks_the_current_one(
@@ -69,21 +69,25 @@ async def test_sessions_shows_only_the_callers_live_sessions(
     assert sessions[0]["current"] is True
 
 
-async def test_refresh_updates_last_used_at(client: AsyncClient, tokens: dict[str, Any]) -> None:
-    import asyncio
-
-    before = (await client.get("/sessions", headers=bearer(tokens["access_token"]))).json()[0]
-    await asyncio.sleep(0.05)
-    rotated = await client.post(
-        "/refresh", json={"refresh_token": tokens["refresh_token"]}, headers={"User-Agent": "later"}
-    )
-    after = (await client.get("/sessions", headers=bearer(rotated.json()["access_token"]))).json()
+async def test_refresh_updates_last_used_at(make_client: ClientFactory) -> None:
+    clock = FakeClock()
+    async with make_client(clock=clock) as client:
+        tokens = await login(client, (await register(client))["username"])
+        before = (await client.get("/sessions", headers=bearer(tokens["access_token"]))).json()[0]
+        clock.advance(60)
+        rotated = await client.post(
+            "/refresh",
+            json={"refresh_token": tokens["refresh_token"]},
+            headers={"User-Agent": "later"},
+        )
+        after = (
+            await client.get("/sessions", headers=bearer(rotated.json()["access_token"]))
+        ).json()
     assert len(after) == 1
     assert after[0]["id"] == before["id"]
     assert after[0]["current"] is True
-    assert datetime.fromisoformat(after[0]["last_used_at"]) > datetime.fromisoformat(
-        before["last_used_at"]
-    )
+    used = datetime.fromisoformat(after[0]["last_used_at"])
+    assert used - datetime.fromisoformat(before["last_used_at"]) == timedelta(seconds=60)
     assert after[0]["created_at"] == before["created_at"]
 
 

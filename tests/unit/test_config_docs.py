@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from authsvc.config import groups
-from authsvc.config_docs import render, variable
+from authsvc.config import groups, variable
+from authsvc.config_docs import render
 
 REPO = Path(__file__).resolve().parents[2]
 REFERENCE = REPO / "docs" / "configuration.md"
