@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -40,10 +41,17 @@ def pytest_report_header() -> str:
     return f"postgresql: {make_url(url).render_as_string(hide_password=True)}"
 
 
+# Markers the suite sets itself (pyproject.toml declares them):
+# - ``slow``: every test under tests/e2e (they start real processes: servers, the CLI, a
+#   browser); elsewhere a test that starts a process says so with ``@pytest.mark.slow``, and
+#   one that does not is stopped by ``_processes_only_when_slow``. ``scripts/test --fast``
+#   runs ``-m "not slow and not postgresql"``.
+# - ``postgresql``: every test on the PostgreSQL backend.
 # Tests that need a service this machine lacks are left out at collection, and the summary
 # says why in one line per service (not one skip per test). Under CI=true nothing is left
 # out: the ``backend`` fixture and require_redis() fail those tests instead.
 _LEFT_OUT: dict[str, int] = {}
+E2E = Path(__file__).parent / "e2e"
 
 
 def _needs(item: pytest.Item) -> str | None:
@@ -56,7 +64,13 @@ def _needs(item: pytest.Item) -> str | None:
     return None
 
 
+@pytest.hookimpl(tryfirst=True)  # before -m selects on the markers set here
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.is_relative_to(E2E):
+            item.add_marker(pytest.mark.slow)
+        if _needs(item) == "postgresql":
+            item.add_marker(pytest.mark.postgresql)
     if IN_CI:
         return
     from tests.redis_support import redis_answers
@@ -75,6 +89,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
+
+
+@pytest.fixture(autouse=True)
+def _processes_only_when_slow(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A test not marked ``slow`` may not start a process (so the fast path stays fast)."""
+    if request.node.get_closest_marker("slow") is not None:
+        return
+
+    def refuse(self: subprocess.Popen[Any], args: Any, *rest: Any, **kwargs: Any) -> None:
+        pytest.fail(f"{request.node.nodeid} starts a process ({args!r}): mark it slow")
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

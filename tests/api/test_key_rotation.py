@@ -121,6 +121,7 @@ async def test_several_previous_keys(make_client: ClientFactory, tmp_path: Path)
             ).status_code == 200
 
 
+@pytest.mark.slow  # runs `authsvc serve`
 async def test_serve_refuses_an_unreadable_or_mismatched_previous_key(
     database_url: str, key_dir: Path, tmp_path: Path
 ) -> None:
