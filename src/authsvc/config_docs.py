@@ -25,7 +25,9 @@ OTHER_VARIABLES: dict[str, str] = {
     "suite (its schema is dropped); unset, the PostgreSQL tests are skipped (under `CI=true` "
     "they fail instead).",
     "AUTHSVC_TEST_FUZZ_EXAMPLES": "tests/api/test_fuzz_openapi.py: examples per operation "
-    "(default 25).",
+    "(default 25; 5 under `scripts/test --fast`).",
+    "AUTHSVC_TEST_PROPERTY_EXAMPLES": "tests/unit/test_properties.py: examples per property "
+    "(default 200; 25 under `scripts/test --fast`).",
     "AUTHSVC_TEST_ARTIFACTS": "tests/e2e: where browser screenshots and traces go (default "
     "`test-artifacts/`).",
     "AUTHSVC_BENCH_DATABASE_URL": "bench/memory.py: the PostgreSQL database it measures against.",

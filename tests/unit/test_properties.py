@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,8 +18,13 @@ from authsvc.security.keys import load_signing_key
 from authsvc.security.password_policy import check_password
 from authsvc.security.tokens import RefreshClaims, TokenCodec
 
+# AUTHSVC_TEST_PROPERTY_EXAMPLES lowers (or raises) the examples per property; scripts/test
+# --fast lowers it.
+EXAMPLES = int(os.environ.get("AUTHSVC_TEST_PROPERTY_EXAMPLES", "200"))
 PROPERTY_SETTINGS = settings(
-    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 
 
@@ -166,7 +172,7 @@ def test_request_schemas_accept_only_what_the_contract_allows(
         data["refresh_token"].encode("utf-8")
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=EXAMPLES * 3 // 2, deadline=None)
 @given(
     password=st.text(min_size=1, max_size=200),
     username=st.from_regex(r"[a-z0-9._@-]{3,64}", fullmatch=True),
