@@ -89,6 +89,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
+    if hasattr(config, "workeroutput"):  # a pytest-xdist worker: tell the controller
+        config.workeroutput["left_out"] = dict(_LEFT_OUT)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    # pytest-xdist's controller (scripts/test --fast): every worker collected the same tests.
+    for need, count in getattr(node, "workeroutput", {}).get("left_out", {}).items():
+        _LEFT_OUT[need] = max(_LEFT_OUT.get(need, 0), count)
 
 
 @pytest.fixture(autouse=True)
