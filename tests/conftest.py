@@ -240,7 +240,8 @@ def make_client(make_settings: Callable[..., Settings]) -> ClientFactory:
         app = create_app(make_settings(**overrides))
         if clock is not None:
             app.dependency_overrides[get_now] = clock
-        async with LifespanManager(app) as manager:
+        # Generous: a loaded machine (or -n auto) can take more than the default 5 s to start.
+        async with LifespanManager(app, startup_timeout=30, shutdown_timeout=30) as manager:
             transport = ASGITransport(app=manager.app, client=("203.0.113.7", 50000))
             async with AsyncClient(transport=transport, base_url="http://testserver") as client:
                 yield client

@@ -1,4 +1,4 @@
-"""The local Redis the Redis-backed throttle tests use (started by shared/services.sh).
+"""The local Redis the Redis-backed throttle tests use (README, *Two commands*).
 
 Tests that need it are parametrized with ``store="redis"``; tests/conftest.py leaves them
 out, with one line saying why, when Redis does not answer (under ``CI=true`` they run, and

@@ -118,9 +118,10 @@ class DatabaseSettings(_Group):
     db_max_overflow: int = Field(
         0, ge=0, description="Connections opened beyond the pool at a burst (closed after)."
     )
-    # A dead or hung database must give 503 within 5 s (README). The worst chain on a hung
-    # one is a wait for a pooled connection, its pre-ping timing out, and its quick close
-    # (db.QuickCloseConnection): 1 + 2 + 0.5 s. Measured by tests/e2e/test_database_outage.
+    # A dead or hung database must give 503 within 5 s (README, *Configuration*). The worst
+    # chain on a hung one is a wait for a pooled connection, its pre-ping timing out, and its
+    # quick close (db.QuickCloseConnection): 1 + 2 + 0.5 s. Measured by
+    # tests/e2e/test_database_outage.
     db_connect_timeout_seconds: float = Field(
         2.0, gt=0, description="Time allowed to open a connection (and for its pre-ping)."
     )
@@ -297,7 +298,8 @@ class ClientSettings(_Group):
 
 
 class Settings(BaseModel):
-    """Every knob of the service, by group; the names and defaults are fixed by the README."""
+    """Every knob of the service, by group; the names and defaults are documented (README,
+    *Configuration*; docs/configuration.md) and deployments depend on them."""
 
     model_config = ConfigDict(frozen=True)
 
