@@ -509,9 +509,9 @@ def password_hash() -> str:
 def argon2_hasher() -> PasswordHasher:
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     return PasswordHasher(
-        time_cost=settings.argon2_time_cost,
-        memory_cost=settings.argon2_memory_cost,
-        parallelism=settings.argon2_parallelism,
+        time_cost=settings.passwords.argon2_time_cost,
+        memory_cost=settings.passwords.argon2_memory_cost,
+        parallelism=settings.passwords.argon2_parallelism,
     )
 
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +21,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from authsvc.api.deps import get_now
 from authsvc.config import Settings
 from authsvc.db import Base, make_engine
 from authsvc.main import create_app
@@ -33,8 +37,90 @@ FAST_HASH = {"argon2_memory_cost": 1024, "argon2_time_cost": 1, "argon2_parallel
 def pytest_report_header() -> str:
     url = os.environ.get(PG_URL_ENV)
     if not url:
-        return "postgresql: not configured (tests skipped)"
+        return "postgresql: not configured (its tests are left out)"
     return f"postgresql: {make_url(url).render_as_string(hide_password=True)}"
+
+
+# Markers the suite sets itself (pyproject.toml declares them):
+# - ``slow``: every test under tests/e2e (they start real processes: servers, the CLI, a
+#   browser); elsewhere a test that starts a process says so with ``@pytest.mark.slow``, and
+#   one that does not is stopped by ``_processes_only_when_slow``. ``scripts/test --fast``
+#   runs ``-m "not slow and not postgresql"``.
+# - ``postgresql``: every test on the PostgreSQL backend.
+# Tests that need a service this machine lacks are left out at collection, and the summary
+# says why in one line per service (not one skip per test). Under CI=true nothing is left
+# out: the ``backend`` fixture and require_redis() fail those tests instead.
+_LEFT_OUT: dict[str, int] = {}
+E2E = Path(__file__).parent / "e2e"
+
+
+def _needs(item: pytest.Item) -> str | None:
+    params = getattr(item, "callspec", None)
+    values = params.params if params is not None else {}
+    if values.get("backend") == "postgresql":
+        return "postgresql"
+    if values.get("store") == "redis":
+        return "redis"
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m selects on the markers set here
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.is_relative_to(E2E):
+            item.add_marker(pytest.mark.slow)
+        if _needs(item) == "postgresql":
+            item.add_marker(pytest.mark.postgresql)
+    if IN_CI:
+        return
+    from tests.redis_support import redis_answers
+
+    missing: set[str] = set()
+    if not os.environ.get(PG_URL_ENV):
+        missing.add("postgresql")
+    if any(_needs(item) == "redis" for item in items) and not redis_answers():
+        missing.add("redis")
+    keep, drop = [], []
+    for item in items:
+        need = _needs(item)
+        (drop if need in missing else keep).append(item)
+        if need in missing:
+            _LEFT_OUT[need] = _LEFT_OUT.get(need, 0) + 1
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+    if hasattr(config, "workeroutput"):  # a pytest-xdist worker: tell the controller
+        config.workeroutput["left_out"] = dict(_LEFT_OUT)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    # pytest-xdist's controller (scripts/test --fast): every worker collected the same tests.
+    for need, count in getattr(node, "workeroutput", {}).get("left_out", {}).items():
+        _LEFT_OUT[need] = max(_LEFT_OUT.get(need, 0), count)
+
+
+@pytest.fixture(autouse=True)
+def _processes_only_when_slow(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A test not marked ``slow`` may not start a process (so the fast path stays fast)."""
+    if request.node.get_closest_marker("slow") is not None:
+        return
+
+    def refuse(self: subprocess.Popen[Any], args: Any, *rest: Any, **kwargs: Any) -> None:
+        pytest.fail(f"{request.node.nodeid} starts a process ({args!r}): mark it slow")
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    reasons = {
+        "postgresql": f"set {PG_URL_ENV} to a throwaway database to run them",
+        "redis": "Redis at 127.0.0.1:6379 does not answer",
+    }
+    for need, count in sorted(_LEFT_OUT.items()):
+        terminalreporter.write_line(f"{count} tests need {need}, left out: {reasons[need]}")
 
 
 async def _reset_postgres(url: str) -> None:
@@ -126,12 +212,35 @@ async def clean_db(db_engine: AsyncEngine) -> AsyncIterator[AsyncEngine]:
 ClientFactory = Callable[..., AbstractAsyncContextManager[AsyncClient]]
 
 
+class FakeClock:
+    """The service's clock (the ``Now`` dependency) under the test's control.
+
+    Pass one to ``make_client(clock=...)`` and ``advance`` it instead of sleeping. Only what
+    the service computes from ``Now`` moves; PyJWT checks an access token's ``iat`` and ``exp``
+    on the real clock, and Redis windows run on Redis's. So the clock starts ten minutes in
+    the past: tokens issued after an advance of up to ten minutes are not from the future.
+    """
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self.now = start or datetime.now(UTC) - timedelta(minutes=10)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
 @pytest.fixture
 def make_client(make_settings: Callable[..., Settings]) -> ClientFactory:
     @asynccontextmanager
-    async def factory(**overrides: Any) -> AsyncIterator[AsyncClient]:
+    async def factory(
+        *, clock: FakeClock | None = None, **overrides: Any
+    ) -> AsyncIterator[AsyncClient]:
         app = create_app(make_settings(**overrides))
-        # asgi-lifespan's 5 s default was seen to expire on a loaded 2-core machine.
+        if clock is not None:
+            app.dependency_overrides[get_now] = clock
+        # Generous: a loaded machine (or -n auto) can take more than the default 5 s to start.
         async with LifespanManager(app, startup_timeout=30, shutdown_timeout=30) as manager:
             transport = ASGITransport(app=manager.app, client=("203.0.113.7", 50000))
             async with AsyncClient(transport=transport, base_url="http://testserver") as client:
@@ -144,6 +253,26 @@ def make_client(make_settings: Callable[..., Settings]) -> ClientFactory:
 async def client(make_client: ClientFactory) -> AsyncIterator[AsyncClient]:
     async with make_client() as client:
         yield client
+
+
+def bearer(token: str, **headers: str) -> dict[str, Any]:
+    """The ``Authorization`` header that presents ``token`` (plus any other ``headers``)."""
+    value = f"Bearer {token}"
+    # httpx refuses a non-ASCII str header value; a hostile client sends the bytes anyway.
+    return {"Authorization": value if value.isascii() else value.encode(), **headers}
+
+
+@pytest.fixture
+def redis_key_prefix() -> Iterator[str]:
+    """A Redis key prefix of the test's own; its keys are deleted when the test ends."""
+    from tests.redis_support import delete_keys, redis_answers
+
+    prefix = f"authsvc-test-{uuid.uuid4().hex}"
+    yield prefix
+    if redis_answers():
+        # On an event loop of its own, whatever the test's loop is doing.
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, delete_keys(prefix)).result()
 
 
 def unique_username(prefix: str = "user") -> str:

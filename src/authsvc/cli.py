@@ -180,7 +180,9 @@ def serve(
     from authsvc.observability.logs import logging_config
 
     # Say where everything is before uvicorn's own lines (JSON lines when not at a terminal).
-    logging.config.dictConfig(logging_config(settings.log_format, settings.log_level))
+    logging.config.dictConfig(
+        logging_config(settings.operations.log_format, settings.operations.log_level)
+    )
     log = logging.getLogger("authsvc.cli")
     log.info(
         "database %s: %s, schema up to date",
@@ -218,8 +220,10 @@ def serve(
             timeout_graceful_shutdown=20,
             # Our request middleware logs each request once, as structured data.
             access_log=False,
-            log_config=logging_config(settings.log_format, settings.log_level),
-            log_level=settings.log_level,
+            log_config=logging_config(
+                settings.operations.log_format, settings.operations.log_level
+            ),
+            log_level=settings.operations.log_level,
             ssl_certfile=str(tls[0]) if tls else None,
             ssl_keyfile=str(tls[1]) if tls else None,
         )
@@ -227,9 +231,9 @@ def serve(
 
 def uses_development_key(settings: Settings) -> bool:
     """Whether the signing key is the one generated (once) under the data directory."""
-    if settings.jwt_algorithm == "HS256":
-        return settings.jwt_secret is None
-    return settings.jwt_private_key_file is None and settings.env != "production"
+    if settings.tokens.jwt_algorithm == "HS256":
+        return settings.tokens.jwt_secret is None
+    return settings.tokens.jwt_private_key_file is None and settings.operations.env != "production"
 
 
 class _EncryptedKey(Exception):
@@ -389,10 +393,10 @@ def throwaway_signing_key(settings: Settings) -> SigningKey:
 
     from authsvc.security.keys import generate_private_key
 
-    if settings.jwt_algorithm == "HS256":
+    if settings.tokens.jwt_algorithm == "HS256":
         return SigningKey.from_secret(secrets.token_bytes(48))
     return SigningKey.from_private_key(
-        settings.jwt_algorithm, generate_private_key(settings.jwt_algorithm)
+        settings.tokens.jwt_algorithm, generate_private_key(settings.tokens.jwt_algorithm)
     )
 
 

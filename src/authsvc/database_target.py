@@ -33,7 +33,7 @@ def _sqlite_file(url: str) -> Path | None:
 def describe(settings: Settings) -> str:
     """The database as an operator recognises it: a SQLite file's absolute path, or the URL
     without its password."""
-    url = settings.database_url
+    url = settings.database.database_url
     file = _sqlite_file(url)
     if file is not None:
         return str(file.resolve())
@@ -42,12 +42,12 @@ def describe(settings: Settings) -> str:
 
 def creatable(settings: Settings) -> bool:
     """Whether opening the database creates it (a SQLite file; a server's database not)."""
-    return make_url(settings.database_url).get_backend_name() == "sqlite"
+    return make_url(settings.database.database_url).get_backend_name() == "sqlite"
 
 
 def how_to_create(settings: Settings) -> str:
     """What to do about a database that is not there (for a one-line refusal)."""
-    if _sqlite_file(settings.database_url) is not None:
+    if _sqlite_file(settings.database.database_url) is not None:
         return (
             "run the command where the service keeps its var/ directory, or set"
             " AUTHSVC_DATABASE_URL; `authsvc migrate` creates a new one"
@@ -74,7 +74,7 @@ def _sqlstates(exc: BaseException) -> set[str]:
 async def exists(settings: Settings) -> bool:
     """Whether the database is there already. A SQLite file is looked for, not opened
     (opening one creates it); a server is connected to. Other connection failures raise."""
-    url = settings.database_url
+    url = settings.database.database_url
     if make_url(url).get_backend_name() == "sqlite":
         file = _sqlite_file(url)
         return file is None or file.is_file()

@@ -104,14 +104,14 @@ def hide_logged_rows() -> None:
 
 
 def make_engine(settings: Settings, **overrides: Any) -> AsyncEngine:
-    """Build the async engine for ``settings.database_url`` with the service's timeouts.
+    """Build the async engine for ``settings.database.database_url`` with the service's timeouts.
 
     On SQLite, SQLAlchemy takes over BEGIN (``BEGIN IMMEDIATE``, so a transaction that
     reads and then writes cannot fail half way with ``database is locked``) and foreign
     keys are enforced; on PostgreSQL, connect and statement timeouts keep a dead or hung
     database from hanging requests.
     """
-    url = settings.database_url
+    url = settings.database.database_url
     hide_logged_rows()
     if is_sqlite(url):
         _ensure_sqlite_directory(url)
@@ -119,26 +119,26 @@ def make_engine(settings: Settings, **overrides: Any) -> AsyncEngine:
             url,
             **_with_overrides(
                 {
-                    "connect_args": {"timeout": settings.db_statement_timeout_seconds},
-                    "pool_timeout": settings.db_pool_timeout_seconds,
+                    "connect_args": {"timeout": settings.database.db_statement_timeout_seconds},
+                    "pool_timeout": settings.database.db_pool_timeout_seconds,
                 },
                 overrides,
             ),
         )
         install_sqlite_hooks(
-            engine, busy_timeout_ms=int(settings.db_statement_timeout_seconds * 1000)
+            engine, busy_timeout_ms=int(settings.database.db_statement_timeout_seconds * 1000)
         )
         install_error_translation(engine)
         # A writer waits for its turn in this process, then (as the one writer of this
         # process) for the other processes' writers: both within a request's 5 s.
         _WRITER_TURNS[engine.sync_engine] = WriterTurns(
-            max(0.5, REQUEST_BUDGET_SECONDS - settings.db_statement_timeout_seconds)
+            max(0.5, REQUEST_BUDGET_SECONDS - settings.database.db_statement_timeout_seconds)
         )
         return engine
     kwargs: dict[str, Any] = {
-        "pool_size": settings.db_pool_size,
-        "max_overflow": settings.db_max_overflow,
-        "pool_timeout": settings.db_pool_timeout_seconds,
+        "pool_size": settings.database.db_pool_size,
+        "max_overflow": settings.database.db_max_overflow,
+        "pool_timeout": settings.database.db_pool_timeout_seconds,
         "pool_pre_ping": True,
         "pool_recycle": 1800,
         "connect_args": _asyncpg_connect_args(settings),
@@ -192,12 +192,12 @@ def install_error_translation(engine: AsyncEngine) -> None:
 def _asyncpg_connect_args(settings: Settings) -> dict[str, Any]:
     args: dict[str, Any] = {
         "connection_class": QuickCloseConnection,
-        "timeout": settings.db_connect_timeout_seconds,
+        "timeout": settings.database.db_connect_timeout_seconds,
         # Enforced by the client (and a cancel request), so it holds behind PgBouncer too.
-        "command_timeout": settings.db_statement_timeout_seconds,
+        "command_timeout": settings.database.db_statement_timeout_seconds,
         "server_settings": {"application_name": "authsvc"},
     }
-    if settings.db_pgbouncer:
+    if settings.database.db_pgbouncer:
         # Transaction pooling hands each transaction whichever server connection is free:
         # a statement prepared on one is unknown (or its name taken) on the next. So no
         # caches, and names that cannot collide. PgBouncer refuses session settings as
@@ -208,7 +208,7 @@ def _asyncpg_connect_args(settings: Settings) -> dict[str, Any]:
         args["prepared_statement_name_func"] = _unique_statement_name
     else:
         args["server_settings"].update(
-            statement_timeout=str(int(settings.db_statement_timeout_seconds * 1000)),
+            statement_timeout=str(int(settings.database.db_statement_timeout_seconds * 1000)),
             idle_in_transaction_session_timeout="30000",
         )
     return args

@@ -48,11 +48,11 @@ Use **Authorize** with a username and password to try the protected endpoints.
 
 def build_hasher(settings: Settings, metrics: ServiceMetrics | None = None) -> PasswordHasher:
     return PasswordHasher(
-        memory_cost=settings.argon2_memory_cost,
-        time_cost=settings.argon2_time_cost,
-        parallelism=settings.argon2_parallelism,
-        concurrency=settings.password_hash_concurrency,
-        queue_max=settings.password_hash_queue_max,
+        memory_cost=settings.passwords.argon2_memory_cost,
+        time_cost=settings.passwords.argon2_time_cost,
+        parallelism=settings.passwords.argon2_parallelism,
+        concurrency=settings.passwords.password_hash_concurrency,
+        queue_max=settings.passwords.password_hash_queue_max,
         observe=metrics.observe_hash if metrics is not None else None,
     )
 
@@ -107,10 +107,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ops.router)
     install_openapi(app, settings)
 
-    if settings.cors_origins:
+    if settings.clients.cors_origins:
         app.add_middleware(
             CORSMiddleware,
-            allow_origins=settings.cors_origins,
+            allow_origins=settings.clients.cors_origins,
             allow_credentials=True,
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type"],
@@ -123,5 +123,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Outermost: every response, a 413 or a 500 included, carries X-Request-ID and is logged.
     app.add_middleware(RequestContextMiddleware)
     # Outside even that: HSTS goes on every HTTPS response, whoever sent it.
-    app.add_middleware(StrictTransportSecurityMiddleware, trusted_proxies=settings.trusted_proxies)
+    app.add_middleware(
+        StrictTransportSecurityMiddleware, trusted_proxies=settings.operations.trusted_proxies
+    )
     return app

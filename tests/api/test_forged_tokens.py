@@ -1,8 +1,10 @@
-"""Forged and malformed tokens get the contract's 401/403, never a 500.
+"""Forged and malformed tokens get the contract's 401/403, never a 500: the suite's one
+table of forgeries (other modules test the genuine paths).
 
 Each case builds a token from a genuine login (so everything but the one thing it breaks is
-right) and presents it to ``GET /me`` as an access token and to ``POST /generateTokens`` as
-a refresh token. Tokens "signed with our key" are made with the service's own key, read
+right) and presents it to ``GET /me`` and ``POST /introspect`` as an access token, and to
+``POST /generateTokens`` (``/refresh`` is its alias) and the token endpoint as a refresh
+token. Tokens "signed with our key" are made with the service's own key, read
 from the test key directory, to show that each claim is checked and not just the signature.
 """
 
@@ -27,7 +29,7 @@ from httpx import AsyncClient
 from authsvc.config import Settings
 from authsvc.security.keys import SigningKey, load_signing_key
 from authsvc.security.tokens import TokenCodec
-from tests.conftest import login, register
+from tests.conftest import ClientFactory, bearer, login, register
 
 
 def b64(data: bytes) -> str:
@@ -112,6 +114,16 @@ def repayload(token: str, **changes: Any) -> str:
     return ".".join([header_b64, b64json({**payload, **changes}), signature])
 
 
+def replace_payload(token: str, payload: dict[str, Any]) -> str:
+    header_b64, _, signature = token.split(".")
+    return ".".join([header_b64, b64json(payload), signature])
+
+
+def reverse_signature(token: str) -> str:
+    header_b64, payload_b64, signature = token.split(".")
+    return ".".join([header_b64, payload_b64, signature[::-1]])
+
+
 Forge = Callable[[Genuine], str]
 
 # Applies to both token kinds: malformed input.
@@ -147,6 +159,10 @@ ACCESS_FORGERIES: dict[str, tuple[Forge, str]] = {
     ),
     "alg-none-with-signature": (
         lambda g: reheader(g.access, alg="none"),
+        "invalid_token",
+    ),
+    "alg-none-no-kid": (
+        lambda g: f"{b64json({'alg': 'none', 'typ': 'at+jwt'})}.{b64json(g.access_claims)}.",
         "invalid_token",
     ),
     "alg-NONE-uppercase": (
@@ -219,6 +235,9 @@ ACCESS_FORGERIES: dict[str, tuple[Forge, str]] = {
         lambda g: repayload(g.access, sub=str(uuid.uuid4())),
         "invalid_token",
     ),
+    "payload-replaced": (lambda g: replace_payload(g.access, {"sub": "x"}), "invalid_token"),
+    "signature-reversed": (lambda g: reverse_signature(g.access), "invalid_token"),
+    "not-base64-anywhere": (lambda g: "###.$$$.%%%", "invalid_token"),
     "unknown-kid": (lambda g: g.sign_access(g.access_claims, kid="not-our-key"), "invalid_token"),
     "missing-kid": (
         lambda g: jwt.encode(
@@ -305,6 +324,12 @@ REFRESH_FORGERIES: dict[str, Forge] = {
         g.refresh_header, g.refresh_claims, g.public_der()
     ),
     "hs256-with-guessable-key": lambda g: hs256(g.refresh_header, g.refresh_claims, b"secret"),
+    "hs256-with-another-secret": lambda g: hs256(g.refresh_header, g.refresh_claims, b"k" * 32),
+    "sub-swapped-another-secret": lambda g: hs256(
+        g.refresh_header, {**g.refresh_claims, "sub": "someone-else"}, b"k" * 32
+    ),
+    "signature-last-chars": lambda g: g.refresh[:-2] + ("AA" if g.refresh[-2:] != "AA" else "BB"),
+    "payload-replaced": lambda g: replace_payload(g.refresh, {"sub": "x"}),
     "es256-attacker-key": lambda g: jwt.encode(
         g.refresh_claims,
         ec.generate_private_key(ec.SECP256R1()),
@@ -346,6 +371,13 @@ REFRESH_FORGERIES: dict[str, Forge] = {
 }
 
 
+CHALLENGES = {
+    "invalid_token": 'Bearer realm="authsvc", error="invalid_token"',
+    "token_expired": 'Bearer realm="authsvc", error="invalid_token", '
+    'error_description="The access token expired"',
+}
+
+
 def unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
     return jwt.get_unverified_header(token), jwt.decode(token, options={"verify_signature": False})
 
@@ -370,11 +402,6 @@ async def genuine(client: AsyncClient, settings: Settings) -> Genuine:
     )
 
 
-def bearer(token: str) -> dict[str, bytes]:
-    # Bytes: httpx would refuse a non-ASCII str header value; a hostile client would not.
-    return {"Authorization": b"Bearer " + token.encode("utf-8")}
-
-
 async def test_genuine_tokens_work(client: AsyncClient, genuine: Genuine) -> None:
     assert (await client.get("/me", headers=bearer(genuine.access))).status_code == 200
     response = await client.post("/generateTokens", json={"refresh_token": genuine.refresh})
@@ -392,8 +419,29 @@ async def test_forged_access_token_is_refused_at_me(
         return
     assert response.status_code == 401, response.text
     assert response.json()["error"] == expected
-    challenge = response.headers["WWW-Authenticate"]
-    assert challenge.startswith('Bearer realm="authsvc", error="invalid_token"')
+    assert response.headers["WWW-Authenticate"] == CHALLENGES[expected]
+
+
+async def test_every_forged_access_token_is_inactive_at_introspection(
+    make_client: ClientFactory, genuine: Genuine
+) -> None:
+    # One app for the whole table (a client per case would cost an app start each).
+    async with make_client(introspection_clients="gateway:s3cret-gateway") as gateway:
+
+        async def introspect(token: str) -> Any:
+            response = await gateway.post(
+                "/introspect", data={"token": token}, auth=("gateway", "s3cret-gateway")
+            )
+            assert response.status_code == 200, response.text
+            return response.json()
+
+        assert (await introspect(genuine.access))["active"] is True
+        for case, (forge, expected) in sorted(ACCESS_FORGERIES.items()):
+            # Not here: the two over the 64 KiB body cap (413 before anything reads them), and
+            # a genuine refresh token, which introspection describes too (RFC 7662).
+            skip = case.startswith("malformed-huge") or case == "refresh-token-as-access"
+            if expected is not None and not skip:
+                assert await introspect(forge(genuine)) == {"active": False}, case
 
 
 @pytest.mark.parametrize("case", sorted(REFRESH_FORGERIES))
@@ -463,10 +511,13 @@ async def test_huge_refresh_cookie_is_invalid(client: AsyncClient, genuine: Genu
 
 @pytest.mark.parametrize(
     "authorization",
-    ["", "Bearer", "Bearer ", "Basic dXNlcjpwYXNz", "Token abc", "bearer"],
+    [None, "", "Bearer", "Bearer ", "Bearer   ", "Basic dXNlcjpwYXNz", "Token abc", "bearer"],
 )
-async def test_missing_or_non_bearer_credentials(client: AsyncClient, authorization: str) -> None:
-    response = await client.get("/me", headers={"Authorization": authorization})
+async def test_missing_or_non_bearer_credentials(
+    client: AsyncClient, authorization: str | None
+) -> None:
+    headers = {} if authorization is None else {"Authorization": authorization}
+    response = await client.get("/me", headers=headers)
     assert response.status_code == 401
     assert response.json()["error"] == "not_authenticated"
     assert response.headers["WWW-Authenticate"] == 'Bearer realm="authsvc"'

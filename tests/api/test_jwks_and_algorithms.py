@@ -7,7 +7,7 @@ import pytest
 from httpx import AsyncClient
 
 from authsvc.security.keys import jwk_thumbprint
-from tests.conftest import ClientFactory, login, register
+from tests.conftest import ClientFactory, bearer, login, register
 
 PRIVATE_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "k"}
 
@@ -22,7 +22,7 @@ async def test_each_asymmetric_algorithm_signs_and_publishes_its_key(
         user = await register(client)
         pair = await login(client, user["username"])
         jwks = (await client.get("/.well-known/jwks.json")).json()
-        me = await client.get("/me", headers={"Authorization": f"Bearer {pair['access_token']}"})
+        me = await client.get("/me", headers=bearer(pair["access_token"]))
         rotated = await client.post("/refresh", json={"refresh_token": pair["refresh_token"]})
     assert me.status_code == 200
     assert rotated.status_code == 200
@@ -50,7 +50,7 @@ async def test_hs256_with_a_secret_publishes_no_keys(make_client: ClientFactory)
         user = await register(client)
         pair = await login(client, user["username"])
         jwks = (await client.get("/.well-known/jwks.json")).json()
-        me = await client.get("/me", headers={"Authorization": f"Bearer {pair['access_token']}"})
+        me = await client.get("/me", headers=bearer(pair["access_token"]))
     assert jwks == {"keys": []}
     assert me.status_code == 200
     claims = jwt.decode(pair["access_token"], secret, algorithms=["HS256"], audience="authsvc")
@@ -62,7 +62,7 @@ async def test_token_of_another_algorithm_is_rejected(make_client: ClientFactory
         user = await register(client)
         eddsa_token = (await login(client, user["username"]))["access_token"]
     async with make_client(jwt_algorithm="ES256") as client:
-        response = await client.get("/me", headers={"Authorization": f"Bearer {eddsa_token}"})
+        response = await client.get("/me", headers=bearer(eddsa_token))
     assert response.status_code == 401
     assert response.json()["error"] == "invalid_token"
 

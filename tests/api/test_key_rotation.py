@@ -10,12 +10,8 @@ import jwt
 import pytest
 
 from authsvc.security.keys import generate_private_key, private_key_pem
-from tests.conftest import ClientFactory, login, register
+from tests.conftest import ClientFactory, bearer, login, register
 from tests.e2e.processes import cli_env, run_cli_async
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def write_key(path: Path, algorithm: str = "ES256") -> Path:
@@ -125,6 +121,7 @@ async def test_several_previous_keys(make_client: ClientFactory, tmp_path: Path)
             ).status_code == 200
 
 
+@pytest.mark.slow  # runs `authsvc serve`
 async def test_serve_refuses_an_unreadable_or_mismatched_previous_key(
     database_url: str, key_dir: Path, tmp_path: Path
 ) -> None:

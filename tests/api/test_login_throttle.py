@@ -7,7 +7,6 @@ because the test client's address is configured as a trusted proxy.
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -20,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from authsvc.models import KnownAddress
 from authsvc.security.passwords import PasswordHasher
-from tests.conftest import PASSWORD, ClientFactory, register, unique_username
+from tests.conftest import PASSWORD, ClientFactory, FakeClock, register, unique_username
 from tests.redis_support import REDIS_URL, require_redis
 
 PROXY = "203.0.113.7"
@@ -35,17 +34,16 @@ def store(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def throttled_client(make_client: ClientFactory, store: str) -> Callable[..., Any]:
+def throttled_client(
+    make_client: ClientFactory, store: str, request: pytest.FixtureRequest
+) -> Callable[..., Any]:
     """``make_client`` with the throttle in ``store``; Redis keys get a per-test prefix."""
+    prefix = request.getfixturevalue("redis_key_prefix") if store == "redis" else None
 
     @asynccontextmanager
     async def factory(**overrides: Any) -> AsyncIterator[AsyncClient]:
         if store == "redis":
-            overrides = {
-                "redis_url": REDIS_URL,
-                "redis_key_prefix": f"authsvc-test-{uuid.uuid4().hex}",
-                **overrides,
-            }
+            overrides = {"redis_url": REDIS_URL, "redis_key_prefix": prefix, **overrides}
         async with make_client(trusted_proxies=[PROXY], **overrides) as client:
             yield client
 
@@ -167,13 +165,20 @@ async def test_account_cap_resets_on_success(throttled_client: Callable[..., Any
         )
 
 
-async def test_throttle_lifts_when_the_window_passes(throttled_client: Callable[..., Any]) -> None:
-    async with throttled_client(login_max_attempts=2, login_window_seconds=1) as client:
+async def test_throttle_lifts_when_the_window_passes(
+    throttled_client: Callable[..., Any], store: str
+) -> None:
+    clock = FakeClock()
+    async with throttled_client(
+        login_max_attempts=2, login_window_seconds=1, clock=clock
+    ) as client:
         user = await register(client)
         for _ in range(2):
             await attempt(client, user["username"])
         assert_throttled(await attempt(client, user["username"], PASSWORD), 1)
-        await asyncio.sleep(1.5)
+        clock.advance(1.5)
+        if store == "redis":
+            await asyncio.sleep(1.5)  # Redis keeps its windows on its own clock (TIME)
         assert (await attempt(client, user["username"], PASSWORD)).status_code == 200
 
 

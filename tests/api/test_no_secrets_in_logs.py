@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from authsvc.models import RefreshToken, User
-from tests.conftest import ClientFactory, unique_username
+from tests.conftest import ClientFactory, bearer, unique_username
 
 PASSWORD = "Secret-Sauce-7391-xyzzy"
 WRONG_PASSWORD = "Wrong-Guess-5127-plugh"
@@ -78,7 +78,7 @@ async def test_full_flow_logs_no_secret(
         login = await client.post("/login", json={"username": username, "password": PASSWORD})
         first = login.json()
         secrets += [first["access_token"], first["refresh_token"]]
-        me = await client.get("/me", headers={"Authorization": f"Bearer {first['access_token']}"})
+        me = await client.get("/me", headers=bearer(first["access_token"]))
         assert me.status_code == 200
         rotated = await client.post(
             "/generateTokens", json={"refresh_token": first["refresh_token"]}
@@ -111,9 +111,7 @@ async def test_full_flow_logs_no_secret(
         # Errors: forged and garbage tokens, wrong passwords until throttled, unknown users.
         forged = first["access_token"][:-4] + "AAAA"
         secrets.append(forged)
-        assert (
-            await client.get("/me", headers={"Authorization": f"Bearer {forged}"})
-        ).status_code == 401
+        assert (await client.get("/me", headers=bearer(forged))).status_code == 401
         assert (
             await client.post("/refresh", json={"refresh_token": first["refresh_token"] + "x"})
         ).status_code == 403

@@ -35,6 +35,7 @@ async def wait_until_expired(token: dict[str, Any]) -> None:
     await asyncio.sleep(max(0.0, token["expires_at"] - time.time()) + 1.1)
 
 
+@pytest.mark.slow  # authlib decides expiry on the real clock: waits ACCESS_TTL seconds
 async def test_authlib_client_logs_in_refreshes_on_expiry_and_revokes(
     transport: ASGITransport,
 ) -> None:

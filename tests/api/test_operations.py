@@ -17,7 +17,15 @@ from sqlalchemy.engine import make_url
 
 from authsvc.main import create_app
 from authsvc.observability.logs import JsonFormatter, TextFormatter, logging_config
-from tests.conftest import ONLY_POSTGRESQL, ONLY_SQLITE, PASSWORD, ClientFactory, login, register
+from tests.conftest import (
+    ONLY_POSTGRESQL,
+    ONLY_SQLITE,
+    PASSWORD,
+    ClientFactory,
+    bearer,
+    login,
+    register,
+)
 from tests.e2e.processes import free_port
 
 GENERATED_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -73,7 +81,7 @@ async def test_readyz_and_endpoints_answer_503_when_the_database_is_unreachable(
             assert response.status_code == 503, (path, response.text)
             assert response.json()["error"] == "service_unavailable"
             assert int(response.headers["Retry-After"]) > 0
-        me = await down.get("/me", headers={"Authorization": f"Bearer {tokens['access_token']}"})
+        me = await down.get("/me", headers=bearer(tokens["access_token"]))
         assert me.status_code == 503
         assert me.json()["error"] == "service_unavailable"
 
@@ -260,7 +268,7 @@ async def test_one_log_line_per_request_and_per_auth_event_and_no_secrets(
     tokens = response.json()
     await client.post("/refresh", json={"refresh_token": tokens["refresh_token"]})
     await client.post("/refresh", json={"refresh_token": tokens["refresh_token"]})  # reuse
-    await client.get("/me", headers={"Authorization": f"Bearer {tokens['access_token']}"})
+    await client.get("/me", headers=bearer(tokens["access_token"]))
 
     access = [r for r in caplog.records if r.name == "authsvc.access"]
     assert [(r.fields["method"], r.fields["path"], r.fields["status"]) for r in access] == [  # type: ignore[attr-defined]

@@ -13,7 +13,7 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from authsvc.models import AuthSession, RefreshToken
-from tests.conftest import login, register
+from tests.conftest import bearer, login, register
 
 
 async def grant(client: AsyncClient, refresh_token: str, **params: str) -> Response:
@@ -47,7 +47,7 @@ async def test_refresh_grant_rotates_and_returns_a_new_pair(
     old_sid = jwt.decode(tokens["access_token"], options={"verify_signature": False})["sid"]
     new_sid = jwt.decode(body["access_token"], options={"verify_signature": False})["sid"]
     assert new_sid == old_sid
-    me = await client.get("/me", headers={"Authorization": f"Bearer {body['access_token']}"})
+    me = await client.get("/me", headers=bearer(body["access_token"]))
     assert me.status_code == 200
 
 
@@ -88,7 +88,7 @@ async def test_reuse_at_the_grant_revokes_the_session(
     reused = await grant(client, tokens["refresh_token"])
     assert_invalid_grant(reused)
     assert "already used" in reused.json()["detail"]
-    me = await client.get("/me", headers={"Authorization": f"Bearer {rotated['access_token']}"})
+    me = await client.get("/me", headers=bearer(rotated["access_token"]))
     assert me.status_code == 401
     assert me.json()["error"] == "invalid_token"
 

@@ -7,11 +7,7 @@ from typing import Any
 import pytest
 from httpx import AsyncClient
 
-from tests.conftest import login
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
+from tests.conftest import bearer, login
 
 
 async def assert_session_revoked(client: AsyncClient, pair: dict[str, Any]) -> None:

@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 from httpx import AsyncClient
 
-from tests.conftest import ClientFactory, login, register
-
-
-def bearer(token: str, **headers: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}", **headers}
+from tests.conftest import ClientFactory, FakeClock, bearer, login, register
 
 
 async def test_sessions_lists_each_login_and_marks_the_current_one(
@@ -73,21 +69,25 @@ async def test_sessions_shows_only_the_callers_live_sessions(
     assert sessions[0]["current"] is True
 
 
-async def test_refresh_updates_last_used_at(client: AsyncClient, tokens: dict[str, Any]) -> None:
-    import asyncio
-
-    before = (await client.get("/sessions", headers=bearer(tokens["access_token"]))).json()[0]
-    await asyncio.sleep(0.05)
-    rotated = await client.post(
-        "/refresh", json={"refresh_token": tokens["refresh_token"]}, headers={"User-Agent": "later"}
-    )
-    after = (await client.get("/sessions", headers=bearer(rotated.json()["access_token"]))).json()
+async def test_refresh_updates_last_used_at(make_client: ClientFactory) -> None:
+    clock = FakeClock()
+    async with make_client(clock=clock) as client:
+        tokens = await login(client, (await register(client))["username"])
+        before = (await client.get("/sessions", headers=bearer(tokens["access_token"]))).json()[0]
+        clock.advance(60)
+        rotated = await client.post(
+            "/refresh",
+            json={"refresh_token": tokens["refresh_token"]},
+            headers={"User-Agent": "later"},
+        )
+        after = (
+            await client.get("/sessions", headers=bearer(rotated.json()["access_token"]))
+        ).json()
     assert len(after) == 1
     assert after[0]["id"] == before["id"]
     assert after[0]["current"] is True
-    assert datetime.fromisoformat(after[0]["last_used_at"]) > datetime.fromisoformat(
-        before["last_used_at"]
-    )
+    used = datetime.fromisoformat(after[0]["last_used_at"])
+    assert used - datetime.fromisoformat(before["last_used_at"]) == timedelta(seconds=60)
     assert after[0]["created_at"] == before["created_at"]
 
 
@@ -151,7 +151,9 @@ async def test_delete_someone_elses_session_is_404(
     assert (await client.get("/me", headers=bearer(theirs["access_token"]))).status_code == 200
 
 
-@pytest.mark.parametrize("session_id", [str(uuid.uuid4()), "not-a-uuid", "1", "%00", "x" * 300])
+@pytest.mark.parametrize(
+    "session_id", ["0b5e8d3c-6f2a-4c1e-9d7b-2a4f6e8c0d13", "not-a-uuid", "1", "%00", "x" * 300]
+)
 async def test_delete_unknown_or_malformed_session_is_404(
     client: AsyncClient, tokens: dict[str, Any], session_id: str
 ) -> None:

@@ -3,7 +3,6 @@ workers (database and Redis), production refusing unsafe settings, response head
 
 from __future__ import annotations
 
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -27,7 +26,7 @@ def fresh_post(url: str, path: str, body: dict[str, str]) -> httpx.Response:
 
 @pytest.mark.parametrize("store", ["database", "redis"])
 def test_throttle_holds_across_two_workers(
-    database_url: str, clean_db: object, tmp_path: Path, store: str
+    database_url: str, clean_db: object, tmp_path: Path, store: str, redis_key_prefix: str
 ) -> None:
     env = {
         "AUTHSVC_DATABASE_URL": database_url,
@@ -38,7 +37,7 @@ def test_throttle_holds_across_two_workers(
         require_redis()
         env |= {
             "AUTHSVC_REDIS_URL": REDIS_URL,
-            "AUTHSVC_REDIS_KEY_PREFIX": f"authsvc-e2e-{uuid.uuid4().hex}",
+            "AUTHSVC_REDIS_KEY_PREFIX": redis_key_prefix,
         }
     with running_server(tmp_path, env=env, args=["--workers", "2"]) as server:
         url = server.url

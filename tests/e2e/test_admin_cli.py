@@ -21,12 +21,8 @@ from authsvc.models import (
     RefreshToken,
     RegistrationAttempt,
 )
-from tests.conftest import PASSWORD, ClientFactory, login, register
+from tests.conftest import PASSWORD, ClientFactory, bearer, login, register
 from tests.e2e.processes import CliResult, cli_env, run_cli_async
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 class Cli:

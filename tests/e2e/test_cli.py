@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import PASSWORD
+from tests.conftest import PASSWORD, bearer
 from tests.e2e.conftest import ServerFactory
 from tests.e2e.processes import run_cli
 
@@ -26,7 +26,7 @@ def test_create_user_then_login(run_server: ServerFactory, tmp_path: Path) -> No
         response = http.post("/login", json={"username": "ALICE", "password": PASSWORD})
         assert response.status_code == 200, response.text
         token = response.json()["access_token"]
-        me = http.get("/me", headers={"Authorization": f"Bearer {token}"})
+        me = http.get("/me", headers=bearer(token))
         assert me.status_code == 200
         assert me.json()["username"] == "alice"
 

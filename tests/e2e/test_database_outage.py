@@ -19,7 +19,7 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.conftest import IN_CI, PASSWORD
+from tests.conftest import IN_CI, PASSWORD, bearer
 from tests.e2e.processes import (
     PgCluster,
     postgres_bindir,
@@ -106,9 +106,7 @@ class Traffic:
                     token, access = body["refresh_token"], body["access_token"]
             elif turn % 3 == 0 and access is not None:
                 # A bearer endpoint that needs the database (the live session and user).
-                call, body = await self.call(
-                    "me", "/me", headers={"Authorization": f"Bearer {access}"}
-                )
+                call, body = await self.call("me", "/me", headers=bearer(access))
                 if call.status == 401:
                     self.unexpected.append(f"/me gave 401 {call.error}")
             else:

@@ -17,7 +17,7 @@ import trustme
 from authlib.integrations.httpx_client import OAuth2Client, OAuthError
 from cryptography.hazmat.primitives import serialization
 
-from tests.conftest import PASSWORD, unique_username
+from tests.conftest import PASSWORD, bearer, unique_username
 from tests.e2e.conftest import ServerFactory
 from tests.e2e.processes import FAST_HASH_ENV, run_cli
 
@@ -87,9 +87,7 @@ def test_serve_over_tls_with_hsts_and_secure_cookies(
         refreshed = http.post("/refresh")
         assert refreshed.status_code == 200, refreshed.text
         assert "refresh_token" not in refreshed.json()
-        me = http.get(
-            "/me", headers={"Authorization": f"Bearer {refreshed.json()['access_token']}"}
-        )
+        me = http.get("/me", headers=bearer(refreshed.json()["access_token"]))
         assert me.json()["username"] == username
 
     # Nothing is served in the clear on that port.

@@ -21,7 +21,7 @@ import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
-from tests.conftest import PASSWORD, unique_username
+from tests.conftest import PASSWORD, bearer, unique_username
 from tests.e2e.conftest import POSTGRES_ONLY, ServerFactory
 
 PGBOUNCER = shutil.which("pgbouncer") or (
@@ -120,7 +120,7 @@ async def _user_flow(client: httpx.AsyncClient, base: str) -> list[int]:
         statuses.append(rotated.status_code)
         token = rotated.json().get("refresh_token", "")
     access = rotated.json().get("access_token", "")
-    me = await client.get(f"{base}/me", headers={"Authorization": f"Bearer {access}"})
+    me = await client.get(f"{base}/me", headers=bearer(access))
     statuses.append(me.status_code)
     return statuses
 

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from authsvc.security.keys import generate_private_key, private_key_pem
-from tests.conftest import PASSWORD, unique_username
+from tests.conftest import PASSWORD, bearer, unique_username
 from tests.e2e.processes import cli_env, free_port, start_server
 
 pytestmark = pytest.mark.slow
@@ -65,10 +65,6 @@ async def resource_client(jwks_url: str, **config: Any) -> AsyncIterator[httpx.A
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://resource") as client:
         yield client
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def write_key(path: Path) -> Path:

@@ -13,7 +13,7 @@ import httpx
 import jwt
 import pytest
 
-from tests.conftest import PASSWORD, unique_username
+from tests.conftest import PASSWORD, bearer, unique_username
 from tests.e2e.conftest import ServerFactory
 from tests.e2e.processes import free_port, run_cli
 
@@ -28,10 +28,6 @@ def header_of(token: str) -> dict[str, Any]:
         base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
     )
     return decoded
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def register_and_login(

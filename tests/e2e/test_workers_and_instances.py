@@ -11,13 +11,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy.engine import make_url
 
-from tests.conftest import ONLY_POSTGRESQL, PASSWORD, unique_username
+from tests.conftest import PASSWORD, unique_username
 from tests.e2e.processes import Server, server_env, start_server
 
 pytestmark = pytest.mark.slow
@@ -49,19 +47,6 @@ def json_lines(server: Server) -> list[dict[str, Any]]:
     for line in server.output().splitlines():
         lines.append(json.loads(line))  # every line the service writes is one JSON object
     return lines
-
-
-async def successors_of_first_token(database_url: str) -> int:
-    dsn = make_url(database_url).set(drivername="postgresql").render_as_string(False)
-    conn = await asyncpg.connect(dsn)
-    try:
-        count: int = await conn.fetchval(
-            "SELECT count(*) FROM refresh_tokens WHERE parent_id ="
-            " (SELECT id FROM refresh_tokens WHERE parent_id IS NULL)"
-        )
-        return count
-    finally:
-        await conn.close()
 
 
 async def login_many(
@@ -218,51 +203,4 @@ async def test_sigterm_lets_inflight_logins_finish(
     assert "Application shutdown complete" in server.output()
 
 
-@ONLY_POSTGRESQL
-@pytest.mark.parametrize("grace", [0, 10])
-async def test_two_instances_share_one_token_race(
-    backend: str, database_url: str, clean_db: object, tmp_path: Path, grace: int
-) -> None:
-    env = server_env(
-        database_url,
-        tmp_path / "data",  # one key for both, as a deployment shares its key file
-        {"AUTHSVC_REFRESH_REUSE_GRACE_SECONDS": str(grace)},
-    )
-    first = await asyncio.to_thread(start_server, tmp_path / "a", env=env)
-    second = await asyncio.to_thread(start_server, tmp_path / "b", env=env)
-    try:
-        username = unique_username()
-        async with (
-            httpx.AsyncClient(base_url=first.url, timeout=60) as a,
-            httpx.AsyncClient(base_url=second.url, timeout=60) as b,
-        ):
-            r = await a.post("/register", json={"username": username, "password": PASSWORD})
-            assert r.status_code == 201, r.text
-            r = await b.post("/login", json={"username": username, "password": PASSWORD})
-            assert r.status_code == 200, r.text
-            tokens = r.json()
-            # A token from one instance is good at the other.
-            r = await a.get("/me", headers={"Authorization": f"Bearer {tokens['access_token']}"})
-            assert r.status_code == 200, r.text
-
-            body = {"refresh_token": tokens["refresh_token"]}
-            responses = await asyncio.gather(
-                *(
-                    (a if i % 2 else b).post("/refresh", json=body, headers={"Connection": "close"})
-                    for i in range(40)
-                )
-            )
-        statuses = sorted(r.status_code for r in responses)
-        assert 500 not in statuses
-        # One successor in the database, whatever the answers were.
-        assert await successors_of_first_token(database_url) == 1
-        if grace == 0:
-            assert statuses == [200] + [403] * 39, statuses
-            errors = {r.json()["error"] for r in responses if r.status_code == 403}
-            assert errors == {"refresh_token_reused"}
-        else:
-            assert statuses == [200] * 40, [r.text for r in responses if r.status_code != 200]
-            assert len({r.json()["refresh_token"] for r in responses}) == 1
-    finally:
-        for server in (first, second):
-            await asyncio.to_thread(server.stop)
+# Races of one token over several instances: the table in tests/e2e/test_concurrency.py.

@@ -31,7 +31,7 @@ from httpx import ASGITransport, AsyncClient
 from sqlalchemy.engine import make_url
 
 from authsvc import cli
-from authsvc.config import Settings
+from authsvc.config import ENV_PREFIX, Settings, setting_fields
 from authsvc.main import create_app
 from authsvc.migrations import upgrade_to_head
 from tests.e2e.processes import free_port
@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[2]
 KUBE = ROOT / "deploy" / "kubernetes"
 OVERLAYS = ("dev", "production", "production-key-rotation", "production-servicemonitor")
 PRODUCTION_LIKE = ("production", "production-key-rotation", "production-servicemonitor")
-PREFIX = str(Settings.model_config.get("env_prefix", ""))
+PREFIX = ENV_PREFIX
 MIB = 1024 * 1024
 
 # Measured with bench/memory.py (docs/deployment.md, "Kubernetes": the figures and how to
@@ -60,7 +60,7 @@ PG_CONNECTIONS = 100 - 3
 def setting_names() -> set[str]:
     """Every environment name the settings model reads: AUTHSVC_ + field name (or alias)."""
     names = set()
-    for name, field in Settings.model_fields.items():
+    for name, field in setting_fields().items():
         alias = field.validation_alias or field.alias
         names.add(alias.upper() if isinstance(alias, str) else f"{PREFIX}{name}".upper())
     return names
@@ -295,9 +295,9 @@ def test_the_pods_environment_is_a_valid_configuration(
         for name, value in env.items():
             monkeypatch.setenv(name, value)
         settings = Settings(_env_file=None)  # type: ignore[call-arg]
-        assert settings.database_url.startswith("postgresql+asyncpg://")
+        assert settings.database.database_url.startswith("postgresql+asyncpg://")
         if overlay != "dev":
-            assert settings.env == "production"
+            assert settings.operations.env == "production"
         # Set explicitly: the default is the node's core count, not the pod's.
         assert "AUTHSVC_PASSWORD_HASH_CONCURRENCY" in env
 
@@ -542,7 +542,7 @@ def test_migrations_run_in_an_init_container_before_the_server(
     assert migrate_env["AUTHSVC_DATABASE_URL"] == main_env["AUTHSVC_DATABASE_URL"]
     # Waiting for another pod's migration (the advisory lock) must not hit the service's
     # statement timeout.
-    default = Settings.model_fields["db_statement_timeout_seconds"].default
+    default = setting_fields()["db_statement_timeout_seconds"].default
     assert float(migrate_env["AUTHSVC_DB_STATEMENT_TIMEOUT_SECONDS"]) >= 60 > default
     assert "AUTHSVC_DB_STATEMENT_TIMEOUT_SECONDS" not in {v["name"] for v in r.main.get("env", [])}
     # The lock that makes one migration per release safe with many pods.
@@ -589,7 +589,7 @@ def test_production_fits_postgresqls_default_connections(rendered: dict[str, Ren
     fits max_connections (docs/deployment.md, "Connection-pool sizing per replica")."""
     r = rendered["production"]
     env = r.environment(r.main)
-    defaults = Settings.model_fields
+    defaults = setting_fields()
     pool = int(env.get("AUTHSVC_DB_POOL_SIZE", defaults["db_pool_size"].default))
     overflow = int(env.get("AUTHSVC_DB_MAX_OVERFLOW", defaults["db_max_overflow"].default))
     replicas = r.one("HorizontalPodAutoscaler")["spec"]["maxReplicas"]
@@ -612,7 +612,7 @@ def test_memory_covers_what_the_workers_were_measured_to_need(
     env = r.environment(r.main)
     concurrency = int(env["AUTHSVC_PASSWORD_HASH_CONCURRENCY"])
     argon2_kib = int(
-        env.get("AUTHSVC_ARGON2_MEMORY_COST", Settings.model_fields["argon2_memory_cost"].default)
+        env.get("AUTHSVC_ARGON2_MEMORY_COST", setting_fields()["argon2_memory_cost"].default)
     )
     workers = r.workers()
     need = workers * (WORKER_BASE_MIB + WORKER_SLACK_MIB + concurrency * argon2_kib / 1024)

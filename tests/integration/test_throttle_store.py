@@ -5,7 +5,6 @@ counting before checking under concurrency, giving counts back (expired attempts
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -46,7 +45,8 @@ def store(request: pytest.FixtureRequest, clean_db: AsyncEngine) -> StoreFactory
     be open at once, like concurrent requests), or one Redis throttle under a fresh prefix."""
     if request.param == "redis":
         require_redis()
-        shared = RedisThrottle(REDIS_URL, LIMITS, key_prefix=f"authsvc-test-{uuid.uuid4().hex}")
+        prefix = request.getfixturevalue("redis_key_prefix")
+        shared = RedisThrottle(REDIS_URL, LIMITS, key_prefix=prefix)
 
         @asynccontextmanager
         async def redis() -> AsyncIterator[Throttle]:

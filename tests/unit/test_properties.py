@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,8 +18,13 @@ from authsvc.security.keys import load_signing_key
 from authsvc.security.password_policy import check_password
 from authsvc.security.tokens import RefreshClaims, TokenCodec
 
+# AUTHSVC_TEST_PROPERTY_EXAMPLES lowers (or raises) the examples per property; scripts/test
+# --fast lowers it.
+EXAMPLES = int(os.environ.get("AUTHSVC_TEST_PROPERTY_EXAMPLES", "200"))
 PROPERTY_SETTINGS = settings(
-    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 
 
@@ -169,7 +175,7 @@ def test_request_schemas_accept_only_what_the_contract_allows(
         data["refresh_token"].encode("utf-8")
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=EXAMPLES * 3 // 2, deadline=None)
 @given(
     password=st.text(min_size=1, max_size=200),
     username=st.from_regex(r"[a-z0-9._@-]{3,64}", fullmatch=True),
@@ -178,8 +184,13 @@ def test_password_policy_never_echoes_and_names_a_rule(password: str, username: 
     try:
         check_password(password, username=username, min_length=12)
     except WeakPassword as exc:
-        assert password.strip() == "" or len(password) < 4 or password not in exc.detail
-        assert any(rule in exc.detail for rule in ("at least", "at most", "username", "too common"))
+        # One of the fixed messages, so nothing of the password (or username) is echoed.
+        assert exc.detail in {
+            "The password must be at least 12 characters long.",
+            "The password must be at most 128 characters long.",
+            "The password must not contain the username.",
+            "The password is too common: it is on a list of breached passwords.",
+        }
         return
     assert 12 <= len(password) <= 128
     assert username not in password.lower()

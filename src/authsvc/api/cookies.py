@@ -23,7 +23,7 @@ def set_refresh_cookie(response: Response, token: str, *, max_age: int, settings
         token,
         max_age=max_age,
         path="/",
-        secure=settings.cookie_secure,
+        secure=settings.clients.cookie_secure,
         httponly=True,
         samesite=COOKIE_SAMESITE,
     )
@@ -34,7 +34,7 @@ def clear_refresh_cookie(response: Response, *, settings: Settings) -> None:
     response.delete_cookie(
         REFRESH_COOKIE,
         path="/",
-        secure=settings.cookie_secure,
+        secure=settings.clients.cookie_secure,
         httponly=True,
         samesite=COOKIE_SAMESITE,
     )
@@ -42,5 +42,5 @@ def clear_refresh_cookie(response: Response, *, settings: Settings) -> None:
 
 def check_origin(origin: str | None, settings: Settings) -> None:
     """``OriginNotAllowed`` for a browser request from an origin not in the CORS list."""
-    if origin is not None and origin.rstrip("/") not in settings.cors_origins:
+    if origin is not None and origin.rstrip("/") not in settings.clients.cors_origins:
         raise OriginNotAllowed()

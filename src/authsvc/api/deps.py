@@ -111,7 +111,7 @@ def _canonical_ip(text: str) -> str | None:
 def get_client(request: Request, settings: SettingsDep) -> ClientInfo:
     agent = request.headers.get("user-agent")
     return ClientInfo(
-        ip_address=client_address(request, settings.trusted_proxies),
+        ip_address=client_address(request, settings.operations.trusted_proxies),
         user_agent=agent.replace("\x00", "")[:512] if agent else None,
     )
 

@@ -21,7 +21,7 @@ def install_openapi(app: FastAPI, settings: Settings) -> None:
             body = document["paths"]["/register"]["post"]["requestBody"]["content"]
             for media in body.values():
                 media["schema"]["properties"]["password"]["minLength"] = (
-                    settings.password_min_length
+                    settings.passwords.password_min_length
                 )
             app.openapi_schema = document
         return app.openapi_schema

@@ -63,7 +63,7 @@ def authenticate_client(authorization: str | None, settings: Settings) -> str:
         raise InvalidClient()
     given_id, given_secret = _digest(client_id), _digest(secret)
     matched: str | None = None
-    for entry in settings.introspection_clients:
+    for entry in settings.clients.introspection_clients:
         known_id, sep, known_secret = entry.partition(":")
         id_ok = hmac.compare_digest(given_id, _digest(known_id))
         secret_ok = hmac.compare_digest(given_secret, _digest(known_secret))

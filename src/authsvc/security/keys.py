@@ -152,27 +152,31 @@ def _create_exclusively(path: Path, content: bytes) -> None:
 
 
 def development_key_path(settings: Settings) -> Path:
-    suffix = "secret" if settings.jwt_algorithm == "HS256" else "pem"
-    return settings.data_dir / f"jwt-{settings.jwt_algorithm.lower()}.{suffix}"
+    suffix = "secret" if settings.tokens.jwt_algorithm == "HS256" else "pem"
+    return settings.operations.data_dir / f"jwt-{settings.tokens.jwt_algorithm.lower()}.{suffix}"
 
 
 def load_signing_key(settings: Settings) -> SigningKey:
     """The configured key, or in development one generated on first start and reused."""
-    if settings.jwt_algorithm == "HS256":
-        if settings.jwt_secret is not None:
-            return SigningKey.from_secret(settings.jwt_secret.get_secret_value().encode())
+    if settings.tokens.jwt_algorithm == "HS256":
+        if settings.tokens.jwt_secret is not None:
+            return SigningKey.from_secret(settings.tokens.jwt_secret.get_secret_value().encode())
         path = development_key_path(settings)
         if not path.exists():
             _create_exclusively(path, b64url(secrets.token_bytes(48)).encode() + b"\n")
         return SigningKey.from_secret(path.read_bytes().strip())
-    if settings.jwt_private_key_file is not None:
-        return load_private_key_file(settings.jwt_private_key_file, settings.jwt_algorithm)
-    if settings.env == "production":
+    if settings.tokens.jwt_private_key_file is not None:
+        return load_private_key_file(
+            settings.tokens.jwt_private_key_file, settings.tokens.jwt_algorithm
+        )
+    if settings.operations.env == "production":
         raise KeyConfigError("AUTHSVC_ENV=production requires AUTHSVC_JWT_PRIVATE_KEY_FILE")
     path = development_key_path(settings)
     if not path.exists():
-        _create_exclusively(path, private_key_pem(generate_private_key(settings.jwt_algorithm)))
-    return load_private_key_file(path, settings.jwt_algorithm)
+        _create_exclusively(
+            path, private_key_pem(generate_private_key(settings.tokens.jwt_algorithm))
+        )
+    return load_private_key_file(path, settings.tokens.jwt_algorithm)
 
 
 def load_previous_keys(settings: Settings) -> list[SigningKey]:
@@ -182,13 +186,13 @@ def load_previous_keys(settings: Settings) -> list[SigningKey]:
     one here. Its public key stays in the JWKS, and tokens it signed (access tokens, and
     refresh tokens, whose HMAC key derives from it) keep working by ``kid``.
     """
-    if not settings.jwt_previous_key_files:
+    if not settings.tokens.jwt_previous_key_files:
         return []
-    if settings.jwt_algorithm == "HS256":
+    if settings.tokens.jwt_algorithm == "HS256":
         raise KeyConfigError(
             "AUTHSVC_JWT_PREVIOUS_KEY_FILES holds PEM keys; it is not used with HS256"
         )
     return [
-        load_private_key_file(Path(name), settings.jwt_algorithm)
-        for name in settings.jwt_previous_key_files
+        load_private_key_file(Path(name), settings.tokens.jwt_algorithm)
+        for name in settings.tokens.jwt_previous_key_files
     ]

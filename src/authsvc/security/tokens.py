@@ -82,11 +82,11 @@ class TokenCodec:
         signing_key: SigningKey,
         previous_keys: Iterable[SigningKey] = (),
     ) -> None:
-        self._issuer = settings.issuer
-        self._audience = settings.audience
-        self._refresh_audience = f"{settings.audience}#refresh"
-        self._access_ttl = settings.access_token_ttl_seconds
-        self._leeway = settings.clock_skew_seconds
+        self._issuer = settings.tokens.issuer
+        self._audience = settings.tokens.audience
+        self._refresh_audience = f"{settings.tokens.audience}#refresh"
+        self._access_ttl = settings.tokens.access_token_ttl_seconds
+        self._leeway = settings.tokens.clock_skew_seconds
         self.signing_key = signing_key
         self._keys: dict[str, SigningKey] = {k.kid: k for k in previous_keys}
         self._keys[signing_key.kid] = signing_key

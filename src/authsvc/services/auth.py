@@ -96,7 +96,7 @@ class AuthService:
         Every attempt counts toward its address's registration limit, whatever its outcome
         (a 409 tells whether a username exists; each attempt costs a hash).
         """
-        if not self._settings.allow_registration:
+        if not self._settings.clients.allow_registration:
             raise RegistrationDisabled()
         # A place in the hashing queue first: a flood is refused before it costs anything.
         with self._hasher.reservation():
@@ -112,7 +112,9 @@ class AuthService:
     async def create_user(self, *, username: str, password: str, now: datetime) -> User:
         """Create a user; ``WeakPassword`` or ``UsernameTaken`` (case-folded) otherwise."""
         username = normalize_username(username)
-        check_password(password, username=username, min_length=self._settings.password_min_length)
+        check_password(
+            password, username=username, min_length=self._settings.passwords.password_min_length
+        )
         password_hash = await self._hasher.hash(password)
         try:
             async with self._uow.write():
@@ -195,7 +197,7 @@ class AuthService:
                 if new_hash is not None:
                     await self._users.set_password_hash(user_id, new_hash)
                 await self._throttle.give_back_login(ticket, succeeded=True)
-                if self._settings.login_known_address_days > 0:
+                if self._settings.throttle.login_known_address_days > 0:
                     await self._throttle_rows.remember_address(
                         user_id=user_id, digest=digests[0], now=now
                     )
@@ -217,7 +219,7 @@ class AuthService:
         return tokens
 
     async def _known_address(self, username: str, digests: list[str], now: datetime) -> bool:
-        days = self._settings.login_known_address_days
+        days = self._settings.throttle.login_known_address_days
         if days <= 0:
             return False
         return await self._throttle_rows.is_known_address(
@@ -227,7 +229,7 @@ class AuthService:
     async def _start_session(
         self, user_id: uuid.UUID, client: ClientInfo, now: datetime
     ) -> IssuedTokens:
-        cap = now + timedelta(seconds=self._settings.session_max_lifetime_seconds)
+        cap = now + timedelta(seconds=self._settings.tokens.session_max_lifetime_seconds)
         session = await self._sessions.create(
             user_id=user_id,
             now=now,
@@ -241,7 +243,7 @@ class AuthService:
             sid=str(session.id),
             jti=self._codec.new_refresh_jti(),
             iat=iat,
-            exp=min(iat + self._settings.refresh_token_ttl_seconds, int(cap.timestamp())),
+            exp=min(iat + self._settings.tokens.refresh_token_ttl_seconds, int(cap.timestamp())),
         )
         refresh = self._codec.issue_refresh_token(claims)
         await self._sessions.add_token(
@@ -355,7 +357,7 @@ class AuthService:
         hash and consumption time) under the refresh key; the stored successor hash
         confirms the derivation. Nothing is written.
         """
-        grace = self._settings.refresh_reuse_grace_seconds
+        grace = self._settings.tokens.refresh_reuse_grace_seconds
         assert state.consumed_at is not None
         if (
             grace <= 0
@@ -395,7 +397,8 @@ class AuthService:
             jti=self._codec.successor_jti(consumed_hash, kid),
             iat=iat,
             exp=min(
-                iat + self._settings.refresh_token_ttl_seconds, int(head.expires_at.timestamp())
+                iat + self._settings.tokens.refresh_token_ttl_seconds,
+                int(head.expires_at.timestamp()),
             ),
         )
 

@@ -64,9 +64,9 @@ async def purge(
     sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, now: datetime
 ) -> PurgeResult:
     """Delete capped sessions (and their tokens), stale attempts and known addresses."""
-    batch = settings.purge_batch_size
+    batch = settings.operations.purge_batch_size
     # A token is judged with up to the clock-skew leeway; keep its session that much longer.
-    session_cutoff = now - timedelta(seconds=settings.clock_skew_seconds)
+    session_cutoff = now - timedelta(seconds=settings.tokens.clock_skew_seconds)
     # A failure counts toward the account cap for longer than the per-address window.
     failure_cutoff = now - timedelta(
         seconds=ThrottleLimits.from_settings(settings).retention_seconds
@@ -87,7 +87,7 @@ async def purge(
         sessionmaker,
         batch,
         lambda repo: repo.stale_registration_ids(
-            now - timedelta(seconds=settings.register_window_seconds), batch
+            now - timedelta(seconds=settings.throttle.register_window_seconds), batch
         ),
         lambda repo, ids: repo.delete_registrations(ids),
     )
@@ -95,7 +95,7 @@ async def purge(
         sessionmaker,
         batch,
         lambda repo: repo.stale_known_address_ids(
-            now - timedelta(days=settings.login_known_address_days), batch
+            now - timedelta(days=settings.throttle.login_known_address_days), batch
         ),
         lambda repo, ids: repo.delete_known_addresses(ids),
     )
@@ -111,7 +111,7 @@ async def _purge_forever(
     settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
 ) -> None:
     while True:
-        await asyncio.sleep(settings.purge_interval_seconds)
+        await asyncio.sleep(settings.operations.purge_interval_seconds)
         try:
             result = await purge(sessionmaker, settings, datetime.now(UTC))
         except (SQLAlchemyError, OSError) as exc:
@@ -131,7 +131,7 @@ def start_background_purge(
     settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
 ) -> asyncio.Task[None] | None:
     """Start the periodic purge (every ``AUTHSVC_PURGE_INTERVAL_SECONDS``; 0: never)."""
-    if settings.purge_interval_seconds <= 0:
+    if settings.operations.purge_interval_seconds <= 0:
         return None
     return asyncio.create_task(_purge_forever(settings, sessionmaker), name="authsvc-purge")
 

@@ -100,13 +100,13 @@ class ThrottleLimits:
     @classmethod
     def from_settings(cls, settings: Settings) -> ThrottleLimits:
         return cls(
-            max_attempts=settings.login_max_attempts,
-            window_seconds=settings.login_window_seconds,
-            max_attempts_per_address=settings.login_max_attempts_per_address,
-            account_max_failures=settings.login_account_max_failures,
-            account_window_seconds=settings.login_account_window_seconds,
-            register_max_per_address=settings.register_max_per_address,
-            register_window_seconds=settings.register_window_seconds,
+            max_attempts=settings.throttle.login_max_attempts,
+            window_seconds=settings.throttle.login_window_seconds,
+            max_attempts_per_address=settings.throttle.login_max_attempts_per_address,
+            account_max_failures=settings.throttle.login_account_max_failures,
+            account_window_seconds=settings.throttle.login_account_window_seconds,
+            register_max_per_address=settings.throttle.register_max_per_address,
+            register_window_seconds=settings.throttle.register_window_seconds,
         )
 
     @property
@@ -423,11 +423,11 @@ class RedisThrottle:
 
 def build_shared_throttle(settings: Settings) -> Throttle | None:
     """The process-wide throttle when Redis is configured; ``None`` means the database's."""
-    if settings.redis_url is None:
+    if settings.throttle.redis_url is None:
         return None
     return RedisThrottle(
-        settings.redis_url,
+        settings.throttle.redis_url,
         ThrottleLimits.from_settings(settings),
-        key_prefix=settings.redis_key_prefix,
-        timeout_seconds=settings.db_statement_timeout_seconds,
+        key_prefix=settings.throttle.redis_key_prefix,
+        timeout_seconds=settings.database.db_statement_timeout_seconds,
     )

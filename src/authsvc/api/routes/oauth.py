@@ -113,9 +113,9 @@ async def introspect(
     tags=["discovery"],
 )
 async def metadata(request: Request, settings: SettingsDep) -> ServerMetadata:
-    base = (settings.public_url or str(request.base_url)).rstrip("/")
+    base = (settings.operations.public_url or str(request.base_url)).rstrip("/")
     return ServerMetadata(
-        issuer=settings.issuer,
+        issuer=settings.tokens.issuer,
         jwks_uri=f"{base}/.well-known/jwks.json",
         token_endpoint=f"{base}/login",
         revocation_endpoint=f"{base}/revoke",

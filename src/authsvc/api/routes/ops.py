@@ -33,7 +33,7 @@ async def healthz() -> JSONResponse:
     responses={503: {"description": '`{"status": "unavailable", "database": "unreachable"}`'}},
 )
 async def readyz(ctx: ContextDep) -> JSONResponse:
-    timeout = min(ctx.settings.db_connect_timeout_seconds + 0.5, READY_TIMEOUT_CAP_SECONDS)
+    timeout = min(ctx.settings.database.db_connect_timeout_seconds + 0.5, READY_TIMEOUT_CAP_SECONDS)
     try:
         with anyio.fail_after(timeout):
             async with ctx.engine.connect() as conn:
