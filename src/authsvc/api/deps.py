@@ -1,4 +1,8 @@
-"""Dependencies and their ``Annotated`` aliases."""
+"""Dependencies and their ``Annotated`` aliases.
+
+Every dependency is ``async def``, even those that never await: FastAPI runs a plain
+``def`` dependency in the thread pool, a thread hand-off per dependency per request.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ from authsvc.config import Settings
 from authsvc.services.auth import AuthService, ClientInfo
 
 
-def get_context(request: Request) -> AppContext:
+async def get_context(request: Request) -> AppContext:
     ctx: AppContext = request.app.state.ctx
     return ctx
 
@@ -24,7 +28,7 @@ def get_context(request: Request) -> AppContext:
 ContextDep = Annotated[AppContext, Depends(get_context)]
 
 
-def get_settings_dep(ctx: ContextDep) -> Settings:
+async def get_settings_dep(ctx: ContextDep) -> Settings:
     return ctx.settings
 
 
@@ -40,7 +44,7 @@ async def get_db(ctx: ContextDep) -> AsyncIterator[AsyncSession]:
 DbSession = Annotated[AsyncSession, Depends(get_db)]
 
 
-def get_auth_service(ctx: ContextDep, db: DbSession) -> AuthService:
+async def get_auth_service(ctx: ContextDep, db: DbSession) -> AuthService:
     return AuthService(
         db,
         settings=ctx.settings,
@@ -54,7 +58,7 @@ def get_auth_service(ctx: ContextDep, db: DbSession) -> AuthService:
 AuthServiceDep = Annotated[AuthService, Depends(get_auth_service)]
 
 
-def get_now() -> datetime:
+async def get_now() -> datetime:
     return datetime.now(UTC)
 
 
@@ -95,7 +99,7 @@ def _canonical_ip(text: str) -> str | None:
     return str(ip)
 
 
-def get_client(request: Request, settings: SettingsDep) -> ClientInfo:
+async def get_client(request: Request, settings: SettingsDep) -> ClientInfo:
     agent = request.headers.get("user-agent")
     return ClientInfo(
         ip_address=client_address(request, settings.trusted_proxies),

@@ -17,7 +17,7 @@ from authsvc.security.tokens import AccessClaims
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="login", auto_error=False)
 
 
-def get_access_claims(
+async def get_access_claims(
     ctx: ContextDep, token: Annotated[str | None, Depends(oauth2_scheme)]
 ) -> AccessClaims:
     if not token or not token.strip():

@@ -17,7 +17,7 @@ from authsvc.services.sessions import SessionService
 router = APIRouter(tags=["sessions"])
 
 
-def get_session_service(ctx: ContextDep, db: DbSession) -> SessionService:
+async def get_session_service(ctx: ContextDep, db: DbSession) -> SessionService:
     return SessionService(db, settings=ctx.settings, codec=ctx.codec, events=ctx.events)
 
 
