@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -10,10 +11,12 @@ from typing import Any
 import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import DateTime, MetaData, event
 from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.asyncio import AsyncSession as AsyncSession
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
+from sqlalchemy.util import await_
 
 from authsvc.config import Settings
 
@@ -127,11 +130,52 @@ def make_engine(settings: Settings, **overrides: Any) -> AsyncEngine:
         "pool_size": settings.db_pool_size,
         "max_overflow": settings.db_max_overflow,
         "pool_timeout": settings.db_pool_timeout_seconds,
-        "pool_pre_ping": True,
         "pool_recycle": 1800,
         "connect_args": _asyncpg_connect_args(settings),
     }
-    return create_async_engine(url, **_with_overrides(kwargs, overrides))
+    engine = create_async_engine(url, **_with_overrides(kwargs, overrides))
+    install_checkout_check(engine, timeout=settings.db_statement_timeout_seconds)
+    return engine
+
+
+# A pooled connection that has been idle longer than this is pinged before use.
+PING_AFTER_IDLE_SECONDS = 5.0
+_IDLE_SINCE = "authsvc_idle_since"
+
+
+def install_checkout_check(engine: AsyncEngine, *, timeout: float) -> None:
+    """Hand out only live connections, at the cost of a round trip only when it can matter.
+
+    SQLAlchemy's ``pool_pre_ping`` costs every checkout three round trips on asyncpg
+    (``BEGIN``, a query, ``ROLLBACK``): more than a bearer check's own query. Here a
+    connection the server has closed (a restart, a terminated backend: asyncpg sees the
+    socket close) is replaced without any; one that has sat in the pool for over
+    ``PING_AFTER_IDLE_SECONDS`` (a firewall or proxy may have dropped it silently) is
+    pinged with one simple-protocol query, which PgBouncer's transaction mode also serves.
+    A failed check makes the pool replace the connection, as a failed pre-ping did.
+    """
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _connected(_dbapi_connection: Any, record: Any) -> None:
+        record.info[_IDLE_SINCE] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _checked_in(_dbapi_connection: Any, record: Any) -> None:
+        if record is not None:
+            record.info[_IDLE_SINCE] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _checked_out(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        driver = dbapi_connection.driver_connection
+        if driver.is_closed():
+            raise DisconnectionError("the server closed the connection")
+        idle_since = record.info.get(_IDLE_SINCE)
+        if idle_since is not None and time.monotonic() - idle_since <= PING_AFTER_IDLE_SECONDS:
+            return
+        try:
+            await_(driver.execute(";", timeout=timeout))
+        except Exception as exc:
+            raise DisconnectionError("the connection failed its ping") from exc
 
 
 def _asyncpg_connect_args(settings: Settings) -> dict[str, Any]:
