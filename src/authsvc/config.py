@@ -85,7 +85,8 @@ class Settings(BaseSettings):
     db_max_overflow: int = Field(0, ge=0)
     # A dead or hung database must give 503 within 5 s (API.md). The worst chain on a hung
     # one is a wait for a pooled connection, its ping (db.install_checkout_check) or first
-    # statement timing out, and its quick close (db.QuickCloseConnection): 1 + 2 + 0.5 s. Measured by tests/e2e/test_database_outage.
+    # statement timing out, and its quick close (db.QuickCloseConnection): 1 + 2 + 0.5 s.
+    # Measured by tests/e2e/test_database_outage.
     db_connect_timeout_seconds: float = Field(2.0, gt=0)
     db_pool_timeout_seconds: float = Field(1.0, gt=0)
     db_statement_timeout_seconds: float = Field(2.0, gt=0)
