@@ -263,5 +263,20 @@ async def begin_read_only(session: AsyncSession) -> None:
         await session.connection(execution_options={READ_ONLY: True})
 
 
+async def begin_single_read(session: AsyncSession) -> None:
+    """Start ``session``'s next unit as one that reads with a single statement.
+
+    On PostgreSQL it runs in autocommit, with no ``BEGIN``/``COMMIT`` round trips: one
+    statement sees one snapshot anyway. Elsewhere it is ``begin_read_only``. The unit must
+    not write, and must read with one statement only.
+    """
+    if session.in_transaction():
+        return
+    if session.get_bind().dialect.name == "postgresql":
+        await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+    else:
+        await begin_read_only(session)
+
+
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)

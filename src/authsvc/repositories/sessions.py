@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from authsvc.models import AuthSession, RefreshToken, User
@@ -187,19 +187,26 @@ class SessionRepository:
     async def active_user(
         self, *, session_id: uuid.UUID, user_id: uuid.UUID, now: datetime
     ) -> User | None:
-        """The user of a live session (not revoked, within its cap, user enabled)."""
-        result = await self._session.execute(
-            select(User)
-            .join(AuthSession, AuthSession.user_id == User.id)
-            .where(
-                AuthSession.id == session_id,
-                AuthSession.user_id == user_id,
-                AuthSession.revoked_at.is_(None),
-                AuthSession.expires_at > now,
-                User.disabled_at.is_(None),
-            )
+        """The user of a live session (not revoked, within its cap, user enabled).
+
+        The bearer check of every protected request: one Core ``SELECT`` by the session's
+        primary key (its user's too), compiled once (``_ACTIVE_USER``), the user built from
+        the row without the ORM's identity map.
+        """
+        connection = await self._session.connection()
+        result = await connection.execute(
+            _ACTIVE_USER, {"session_id": session_id, "user_id": user_id, "now": now}
         )
-        return result.scalar_one_or_none()
+        row = result.one_or_none()
+        if row is None:
+            return None
+        return User(
+            id=row.id,
+            username=row.username,
+            password_hash=row.password_hash,
+            created_at=row.created_at,
+            disabled_at=None,
+        )
 
     async def list_live(
         self, user_id: uuid.UUID, now: datetime
@@ -230,3 +237,17 @@ class SessionRepository:
             select(AuthSession.user_id).where(AuthSession.id == session_id)
         )
         return result.scalar_one_or_none()
+
+
+_ACTIVE_USER = (
+    select(User.id, User.username, User.password_hash, User.created_at)
+    .join_from(AuthSession, User, AuthSession.user_id == User.id)
+    .where(
+        AuthSession.id == bindparam("session_id"),
+        AuthSession.user_id == bindparam("user_id"),
+        User.id == bindparam("user_id"),
+        AuthSession.revoked_at.is_(None),
+        AuthSession.expires_at > bindparam("now"),
+        User.disabled_at.is_(None),
+    )
+)

@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from authsvc.config import Settings
-from authsvc.db import begin_read_only
+from authsvc.db import begin_read_only, begin_single_read
 from authsvc.errors import (
     AccountDisabled,
     InvalidCredentials,
@@ -413,7 +413,9 @@ class AuthService:
             user_id, session_id = uuid.UUID(claims.sub), uuid.UUID(claims.sid)
         except ValueError:
             raise InvalidToken() from None
-        await begin_read_only(self._db)
+        # One statement (the session joined to its user by primary key): no transaction
+        # round trips on PostgreSQL.
+        await begin_single_read(self._db)
         user = await self._sessions.active_user(session_id=session_id, user_id=user_id, now=now)
         # End the read-only transaction here: a route that goes on to write (logout, end a
         # session) must start its own write transaction. On SQLite, upgrading this read
