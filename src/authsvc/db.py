@@ -263,19 +263,23 @@ async def begin_read_only(session: AsyncSession) -> None:
         await session.connection(execution_options={READ_ONLY: True})
 
 
-async def begin_single_read(session: AsyncSession) -> None:
-    """Start ``session``'s next unit as one that reads with a single statement.
+async def begin_single_statement(session: AsyncSession, *, read_only: bool) -> None:
+    """Start ``session``'s next unit as one that does its work in a single statement.
 
     On PostgreSQL it runs in autocommit, with no ``BEGIN``/``COMMIT`` round trips: one
-    statement sees one snapshot anyway. Elsewhere it is ``begin_read_only``. The unit must
-    not write, and must read with one statement only.
+    statement is atomic and sees one snapshot on its own. Elsewhere it is an ordinary
+    transaction (``begin_read_only`` when ``read_only``). The unit must run one statement.
     """
     if session.in_transaction():
         return
-    if session.get_bind().dialect.name == "postgresql":
+    if is_postgresql(session):
         await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
-    else:
+    elif read_only:
         await begin_read_only(session)
+
+
+def is_postgresql(session: AsyncSession) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

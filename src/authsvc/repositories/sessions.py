@@ -6,10 +6,10 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import bindparam, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from authsvc.models import AuthSession, RefreshToken, User
+from authsvc.models import AuditEvent, AuthSession, RefreshToken, User
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +132,60 @@ class SessionRepository:
         row = result.one_or_none()
         return SessionHead(row.id, row.user_id, row.expires_at) if row else None
 
+    async def rotate(
+        self,
+        *,
+        token_hash: str,
+        session_id: uuid.UUID,
+        user_id: uuid.UUID,
+        now: datetime,
+        ip_address: str | None,
+        successor_hash: str,
+        successor_expires_at: datetime,
+        audit: AuditEvent | None = None,
+    ) -> bool:
+        """PostgreSQL: a whole rotation in ONE statement (data-modifying CTEs); whether it
+        happened. Either all of it happens or nothing does:
+
+        1. the session (by id, and of ``user_id``) is locked if it is live with its cap at or
+           after ``successor_expires_at`` (so the successor's expiry is not cut by the cap);
+        2. the presented token is consumed if it is live and belongs to that session;
+        3. the session is touched (``last_used_at``, ``ip_address`` when known);
+        4. the successor is inserted, its parent the consumed token;
+        5. with ``audit``, the rotation's audit row is inserted too.
+
+        Every step depends on the one before, so a token already consumed, a session revoked
+        or capped, or a cap that would shorten the successor change nothing: the caller then
+        takes the general path, which tells these apart. Concurrent presentations of one
+        token queue on the session's row lock; the first consumes it, the others find it
+        consumed (PostgreSQL re-checks the condition on the row's newest version). Every
+        statement filters by session id, so the tables can be distributed by it.
+        """
+        params = {
+            "token_hash": token_hash,
+            "session_id": session_id,
+            "user_id": user_id,
+            "now": now,
+            "ip_address": ip_address,
+            "successor_id": uuid.uuid4(),
+            "successor_hash": successor_hash,
+            "successor_expires_at": successor_expires_at,
+        }
+        statement = _ROTATE
+        if audit is not None:
+            statement = _ROTATE_AUDITED
+            params.update(
+                audit_occurred_at=audit.occurred_at,
+                audit_event=audit.event,
+                audit_username=audit.username,
+                audit_user_agent=audit.user_agent,
+                audit_detail=audit.detail,
+                audit_ip_address=audit.ip_address,
+            )
+        connection = await self._session.connection()
+        result = await connection.execute(statement, params)
+        return result.scalar_one_or_none() is not None
+
     async def token_state(self, token_hash: str) -> TokenState | None:
         result = await self._session.execute(
             select(
@@ -251,3 +305,44 @@ _ACTIVE_USER = (
         User.disabled_at.is_(None),
     )
 )
+
+
+# One rotation, one statement (``SessionRepository.rotate``). Plain SQL: SQLAlchemy caches
+# it by its text and asyncpg prepares it once per connection.
+_ROTATE_CTES = """
+WITH live AS (
+    SELECT id FROM sessions
+    WHERE id = :session_id AND user_id = :user_id AND revoked_at IS NULL
+      AND expires_at >= :successor_expires_at
+    FOR UPDATE
+), consumed AS (
+    UPDATE refresh_tokens SET consumed_at = :now
+    WHERE token_hash = :token_hash AND session_id = (SELECT id FROM live)
+      AND consumed_at IS NULL AND expires_at > :now
+    RETURNING id, session_id
+), touched AS (
+    UPDATE sessions
+    SET last_used_at = :now, ip_address = COALESCE(:ip_address, ip_address)
+    WHERE id = (SELECT session_id FROM consumed)
+    RETURNING id
+), successor AS (
+    INSERT INTO refresh_tokens (id, session_id, token_hash, parent_id, issued_at, expires_at)
+    SELECT CAST(:successor_id AS uuid), session_id, CAST(:successor_hash AS varchar), id,
+        CAST(:now AS timestamptz), CAST(:successor_expires_at AS timestamptz)
+    FROM consumed
+    RETURNING id
+)"""
+_ROTATE_AUDIT_CTE = """, audit AS (
+    INSERT INTO audit_events
+        (occurred_at, event, user_id, username, session_id, ip_address, user_agent, detail)
+    SELECT CAST(:audit_occurred_at AS timestamptz), CAST(:audit_event AS varchar),
+        CAST(:user_id AS uuid), CAST(:audit_username AS varchar), session_id,
+        CAST(:audit_ip_address AS varchar), CAST(:audit_user_agent AS varchar),
+        CAST(:audit_detail AS varchar)
+    FROM consumed
+    RETURNING id
+)"""
+_ROTATE_RESULT = """
+SELECT successor.id FROM successor JOIN touched ON true"""
+_ROTATE = text(_ROTATE_CTES + _ROTATE_RESULT)
+_ROTATE_AUDITED = text(_ROTATE_CTES + _ROTATE_AUDIT_CTE + _ROTATE_RESULT)

@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from authsvc.config import Settings
-from authsvc.db import begin_read_only, begin_single_read
+from authsvc.db import begin_read_only, begin_single_statement, is_postgresql
 from authsvc.errors import (
     AccountDisabled,
     InvalidCredentials,
@@ -248,13 +248,27 @@ class AuthService:
     ) -> IssuedTokens:
         """Rotate: consume the presented token and issue its successor, in one transaction."""
         try:
-            self._codec.decode_refresh_token(refresh_token)
+            presented = self._codec.decode_refresh_token(refresh_token)
         except InvalidRefreshToken:
             await self._events.record(
                 AuthEvent(EventType.REFRESH_INVALID, now, ip_address=client.ip_address)
             )
             raise
         presented_hash = token_hash(refresh_token)
+        if is_postgresql(self._db):
+            tokens = await self._rotate_in_one_statement(presented, presented_hash, client, now)
+            if tokens is not None:
+                await self._events.record(
+                    AuthEvent(
+                        EventType.REFRESH_ROTATED,
+                        now,
+                        user_id=tokens.user_id,
+                        session_id=tokens.session_id,
+                        ip_address=client.ip_address,
+                        user_agent=client.user_agent,
+                    )
+                )
+                return tokens
         consumed = await self._sessions.consume_active(presented_hash, now)
         if consumed is not None:
             head = await self._sessions.touch_active(
@@ -286,6 +300,45 @@ class AuthService:
             # The session was revoked or capped: undo the consumption, then say why.
             await self._db.rollback()
         return await self._refuse_or_replay(presented_hash, client, now)
+
+    async def _rotate_in_one_statement(
+        self, presented: RefreshClaims, presented_hash: str, client: ClientInfo, now: datetime
+    ) -> IssuedTokens | None:
+        """The common rotation on PostgreSQL, in one statement (``SessionRepository.rotate``).
+
+        The successor is the one the general path would issue: it is derived from the
+        consumed token's hash, the session and the time, all known before the statement, as
+        long as the session's cap does not cut its expiry (the statement checks that). ``None``
+        when the statement changed nothing (the token is not live, the session ended or its
+        cap is near): the general path then rotates, replays or refuses, and says why.
+        """
+        try:
+            user_id, session_id = uuid.UUID(presented.sub), uuid.UUID(presented.sid)
+        except ValueError:
+            return None
+        iat = int(now.timestamp())
+        claims = RefreshClaims(
+            sub=str(user_id),
+            sid=str(session_id),
+            jti=self._codec.successor_jti(presented_hash),
+            iat=iat,
+            exp=iat + self._settings.refresh_token_ttl_seconds,
+        )
+        successor = self._codec.issue_refresh_token(claims)
+        await begin_single_statement(self._db, read_only=False)
+        rotated = await self._sessions.rotate(
+            token_hash=presented_hash,
+            session_id=session_id,
+            user_id=user_id,
+            now=now,
+            ip_address=client.ip_address,
+            successor_hash=token_hash(successor),
+            successor_expires_at=_from_ts(claims.exp),
+        )
+        await self._db.commit()
+        if not rotated:
+            return None
+        return self._pair(user_id, session_id, successor, claims.exp, now)
 
     async def _refuse_or_replay(
         self, presented_hash: str, client: ClientInfo, now: datetime
@@ -415,7 +468,7 @@ class AuthService:
             raise InvalidToken() from None
         # One statement (the session joined to its user by primary key): no transaction
         # round trips on PostgreSQL.
-        await begin_single_read(self._db)
+        await begin_single_statement(self._db, read_only=True)
         user = await self._sessions.active_user(session_id=session_id, user_id=user_id, now=now)
         # End the read-only transaction here: a route that goes on to write (logout, end a
         # session) must start its own write transaction. On SQLite, upgrading this read
