@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import bindparam, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -90,12 +91,15 @@ class SessionRepository:
         )
         await self._session.flush()
 
-    async def consume_active(self, token_hash: str, now: datetime) -> ConsumedToken | None:
+    async def consume_active(
+        self, token_hash: str, now: datetime, *, session_id: uuid.UUID | None = None
+    ) -> ConsumedToken | None:
         """Mark a live token consumed, atomically; ``None`` when it was not live.
 
         A single conditional ``UPDATE ... RETURNING``: of N concurrent callers exactly
         one gets the row (PostgreSQL re-checks the condition after the row lock is
-        released; SQLite serialises writers with ``BEGIN IMMEDIATE``).
+        released; SQLite serialises writers with ``BEGIN IMMEDIATE``). With ``session_id``
+        (the token's ``sid``) the statement also filters by it (see ``_by_session``).
         """
         result = await self._session.execute(
             update(RefreshToken)
@@ -103,6 +107,7 @@ class SessionRepository:
                 RefreshToken.token_hash == token_hash,
                 RefreshToken.consumed_at.is_(None),
                 RefreshToken.expires_at > now,
+                *_by_session(RefreshToken.session_id, session_id),
             )
             .values(consumed_at=now)
             .returning(RefreshToken.id, RefreshToken.session_id, RefreshToken.token_hash)
@@ -186,7 +191,9 @@ class SessionRepository:
         result = await connection.execute(statement, params)
         return result.scalar_one_or_none() is not None
 
-    async def token_state(self, token_hash: str) -> TokenState | None:
+    async def token_state(
+        self, token_hash: str, *, session_id: uuid.UUID | None = None
+    ) -> TokenState | None:
         result = await self._session.execute(
             select(
                 RefreshToken.id,
@@ -201,18 +208,24 @@ class SessionRepository:
             )
             .join(AuthSession, AuthSession.id == RefreshToken.session_id)
             .join(User, User.id == AuthSession.user_id)
-            .where(RefreshToken.token_hash == token_hash)
+            .where(
+                RefreshToken.token_hash == token_hash,
+                *_by_session(RefreshToken.session_id, session_id),
+            )
         )
         row = result.one_or_none()
         return TokenState(*row) if row else None
 
-    async def live_successor(self, parent_id: uuid.UUID, now: datetime) -> RefreshToken | None:
+    async def live_successor(
+        self, parent_id: uuid.UUID, now: datetime, *, session_id: uuid.UUID | None = None
+    ) -> RefreshToken | None:
         """The unconsumed, unexpired token that replaced ``parent_id``, if it is the newest."""
         result = await self._session.execute(
             select(RefreshToken).where(
                 RefreshToken.parent_id == parent_id,
                 RefreshToken.consumed_at.is_(None),
                 RefreshToken.expires_at > now,
+                *_by_session(RefreshToken.session_id, session_id),
             )
         )
         return result.scalar_one_or_none()
@@ -305,6 +318,16 @@ _ACTIVE_USER = (
         User.disabled_at.is_(None),
     )
 )
+
+
+def _by_session(column: Any, session_id: uuid.UUID | None) -> list[Any]:
+    """The extra condition ``column = session_id``, when the session id is known.
+
+    It changes no result (a token's row always names the session its ``sid`` claim does),
+    but a statement that filters by session id runs on one shard only if the tables are
+    ever distributed by it (docs/deployment.md, "capacity model").
+    """
+    return [] if session_id is None else [column == session_id]
 
 
 # One rotation, one statement (``SessionRepository.rotate``). Plain SQL: SQLAlchemy caches

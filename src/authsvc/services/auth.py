@@ -255,6 +255,7 @@ class AuthService:
             )
             raise
         presented_hash = token_hash(refresh_token)
+        sid = _uuid_or_none(presented.sid)
         if is_postgresql(self._db):
             tokens = await self._rotate_in_one_statement(presented, presented_hash, client, now)
             if tokens is not None:
@@ -269,7 +270,7 @@ class AuthService:
                     )
                 )
                 return tokens
-        consumed = await self._sessions.consume_active(presented_hash, now)
+        consumed = await self._sessions.consume_active(presented_hash, now, session_id=sid)
         if consumed is not None:
             head = await self._sessions.touch_active(
                 consumed.session_id, now, ip_address=client.ip_address
@@ -299,7 +300,7 @@ class AuthService:
                 return tokens
             # The session was revoked or capped: undo the consumption, then say why.
             await self._db.rollback()
-        return await self._refuse_or_replay(presented_hash, client, now)
+        return await self._refuse_or_replay(presented_hash, client, now, sid)
 
     async def _rotate_in_one_statement(
         self, presented: RefreshClaims, presented_hash: str, client: ClientInfo, now: datetime
@@ -341,9 +342,9 @@ class AuthService:
         return self._pair(user_id, session_id, successor, claims.exp, now)
 
     async def _refuse_or_replay(
-        self, presented_hash: str, client: ClientInfo, now: datetime
+        self, presented_hash: str, client: ClientInfo, now: datetime, sid: uuid.UUID | None
     ) -> IssuedTokens:
-        state = await self._sessions.token_state(presented_hash)
+        state = await self._sessions.token_state(presented_hash, session_id=sid)
         if state is None:
             await self._db.rollback()
             await self._events.record(
@@ -405,7 +406,9 @@ class AuthService:
             or state.session_expires_at <= now
         ):
             return None
-        successor = await self._sessions.live_successor(state.token_id, now)
+        successor = await self._sessions.live_successor(
+            state.token_id, now, session_id=state.session_id
+        )
         if successor is None:
             return None
         head = SessionHead(state.session_id, state.user_id, state.session_expires_at)
@@ -478,6 +481,13 @@ class AuthService:
         if user is None:
             raise InvalidToken()
         return user
+
+
+def _uuid_or_none(value: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None
 
 
 def _from_ts(ts: int) -> datetime:
