@@ -180,23 +180,3 @@ async def test_hashing_threads_run_at_the_lowest_priority() -> None:
     assert set(seen) == {passwords.HASH_THREAD_NICE}
     # The event loop's own thread keeps its priority.
     assert nice_of_this_thread() == os.getpriority(os.PRIO_PROCESS, 0) < passwords.HASH_THREAD_NICE
-
-
-async def test_the_argon2_buffers_are_given_back_once_hashing_goes_idle(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    trims: list[int] = []
-    hasher = PasswordHasher(concurrency=1, memory_cost=1024, time_cost=1)
-    monkeypatch.setattr(hasher, "_release_memory", lambda: trims.append(0))
-    monkeypatch.setattr(hasher, "_trim_after", 0.2)
-    try:
-        for i in range(3):  # back to back: no idle gap long enough, no trim
-            await hasher.hash(f"password-{i}")
-            await asyncio.sleep(0.05)
-        assert trims == []
-        await asyncio.sleep(0.5)
-        assert trims == [0]  # one trim after the burst, none while idle after it
-        await asyncio.sleep(0.3)
-        assert trims == [0]
-    finally:
-        hasher.close()

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import ctypes.util
 import os
 import threading
 import time
@@ -29,8 +27,6 @@ T = TypeVar("T")
 # when a core is contended, the event loops (every other request) get it first, and the
 # hashes still take every cycle nobody else wants.
 HASH_THREAD_NICE = 19
-# Seconds without a hash after which the argon2 buffers glibc keeps are given back.
-TRIM_AFTER_IDLE_SECONDS = 1.0
 # Called with ("hash" | "verify", seconds) after each argon2 run, from the worker thread.
 HashObserver = Callable[[str, float], None]
 # The hasher whose place the running request holds (``PasswordHasher.reservation``).
@@ -70,8 +66,6 @@ class PasswordHasher:
         self._threads = ThreadPoolExecutor(
             max_workers=concurrency, thread_name_prefix="argon2", initializer=_lower_priority
         )
-        self._trim_timer: asyncio.TimerHandle | None = None
-        self._trim_after = TRIM_AFTER_IDLE_SECONDS
         # Requests holding a place: hashing, waiting for a slot, or about to hash (see
         # ``reservation``). The event loop is the only writer.
         self._admitted = 0
@@ -96,36 +90,12 @@ class PasswordHasher:
         if not self.has_room():
             raise HashingBusy()
         self._admitted += 1
-        if self._trim_timer is not None:
-            self._trim_timer.cancel()
-            self._trim_timer = None
         token = _reserved.set(self)
         try:
             yield
         finally:
             _reserved.reset(token)
             self._admitted -= 1
-            if self._admitted == 0 and _LIBC_TRIM is not None:
-                self._trim_timer = asyncio.get_running_loop().call_later(
-                    self._trim_after, self._trim
-                )
-
-    def _trim(self) -> None:
-        """Give the idle argon2 buffers back to the system, in a hashing thread.
-
-        glibc keeps each freed buffer (``memory_cost`` KiB) in the arena of the thread
-        that hashed, so a worker that has hashed holds ``concurrency`` of them for good.
-        While logins come the buffers are reused as they are (no page faults per hash);
-        once none has come for ``TRIM_AFTER_IDLE_SECONDS``, ``malloc_trim`` returns them.
-        """
-        self._trim_timer = None
-        if self._admitted == 0:
-            self._threads.submit(self._release_memory)
-
-    @staticmethod
-    def _release_memory() -> None:
-        if _LIBC_TRIM is not None:
-            _LIBC_TRIM(0)
 
     async def _run(self, operation: str, func: Callable[..., T], *args: str) -> T:
         observe = self._observe
@@ -150,9 +120,6 @@ class PasswordHasher:
 
     def close(self) -> None:
         """Let the threads end (a hash still running finishes first)."""
-        if self._trim_timer is not None:
-            self._trim_timer.cancel()
-            self._trim_timer = None
         self._threads.shutdown(wait=False)
 
     async def hash(self, password: str) -> str:
@@ -174,16 +141,3 @@ def _lower_priority() -> None:
     # Not Linux, or not allowed: the thread hashes at normal priority.
     with contextlib.suppress(OSError, AttributeError):
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HASH_THREAD_NICE)
-
-
-def _find_malloc_trim() -> Callable[[int], int] | None:
-    """glibc's ``malloc_trim``, or ``None`` elsewhere (musl, macOS)."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim: Callable[[int], int] = libc.malloc_trim
-    except (OSError, AttributeError):
-        return None
-    return trim
-
-
-_LIBC_TRIM = _find_malloc_trim()
