@@ -135,7 +135,13 @@ def make_engine(settings: Settings, **overrides: Any) -> AsyncEngine:
     }
     engine = create_async_engine(url, **_with_overrides(kwargs, overrides))
     install_checkout_check(engine, timeout=settings.db_statement_timeout_seconds)
+    if settings.db_pgbouncer:
+        engine = engine.execution_options(**{BEHIND_PGBOUNCER: True})
     return engine
+
+
+# An engine option: the engine talks to PgBouncer in transaction mode.
+BEHIND_PGBOUNCER = "authsvc_behind_pgbouncer"
 
 
 # A pooled connection that has been idle longer than this is pinged before use.
@@ -267,12 +273,15 @@ async def begin_single_statement(session: AsyncSession, *, read_only: bool) -> N
     """Start ``session``'s next unit as one that does its work in a single statement.
 
     On PostgreSQL it runs in autocommit, with no ``BEGIN``/``COMMIT`` round trips: one
-    statement is atomic and sees one snapshot on its own. Elsewhere it is an ordinary
+    statement is atomic and sees one snapshot on its own. Not behind PgBouncer in
+    transaction mode: there asyncpg's prepare and execute of one statement could reach two
+    server connections unless a transaction holds one. Elsewhere it is an ordinary
     transaction (``begin_read_only`` when ``read_only``). The unit must run one statement.
     """
     if session.in_transaction():
         return
-    if is_postgresql(session):
+    bind = session.get_bind()
+    if is_postgresql(session) and not bind.get_execution_options().get(BEHIND_PGBOUNCER):
         await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
     elif read_only:
         await begin_read_only(session)
