@@ -1,4 +1,4 @@
-"""The local Redis the Redis-backed throttle tests use (started by shared/services.sh)."""
+"""The local Redis the Redis-backed throttle tests use (README, *Two commands*)."""
 
 from __future__ import annotations
 

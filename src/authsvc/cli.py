@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from authsvc.config import Settings
 from authsvc.db import make_engine, make_sessionmaker
 from authsvc.errors import AuthError
+from authsvc.security import usernames
 from authsvc.security.keys import KeyConfigError, load_previous_keys, load_signing_key
 from authsvc.services.events import EventSink
 
@@ -35,7 +36,6 @@ def app() -> None:
     pass
 
 
-USERNAME_RE = re.compile(r"^[A-Za-z0-9._@-]{3,64}$")
 T = TypeVar("T")
 # prometheus_client's switch for multiprocess mode (observability.metrics reads it too; not
 # imported from there, as importing prometheus_client here would fix its mode too early).
@@ -58,9 +58,13 @@ def load_settings() -> Settings:
 
 
 def check_username(username: str) -> str:
-    if not USERNAME_RE.fullmatch(username):
-        fail("the username must be 3-64 ASCII letters, digits or . _ - @")
-    return username.lower()
+    """``username`` normalised, or exit 2 if it breaks the rule the API applies too."""
+    if not usernames.is_valid_username(username):
+        fail(
+            f"the username must be {usernames.MIN_LENGTH}-{usernames.MAX_LENGTH} ASCII letters,"
+            " digits or . _ - @"
+        )
+    return usernames.normalize_username(username)
 
 
 def run_db(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:

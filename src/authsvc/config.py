@@ -17,7 +17,8 @@ MIN_HMAC_SECRET_BYTES = 32
 
 
 class Settings(BaseSettings):
-    """Every knob of the service; the names and defaults are fixed by API.md."""
+    """Every knob of the service; the names and defaults are documented (README,
+    *Configuration*) and deployments depend on them."""
 
     model_config = SettingsConfigDict(
         env_prefix="AUTHSVC_", env_file=".env", extra="ignore", frozen=True
@@ -83,10 +84,10 @@ class Settings(BaseSettings):
     # No overflow by default: connections opened and closed again at every burst cost
     # PostgreSQL a backend each and, measured under W1 load, cost throughput and errors.
     db_max_overflow: int = Field(0, ge=0)
-    # A dead or hung database must give 503 within 5 s (API.md). The worst chain on a hung
-    # one is a wait for a pooled connection, its ping (db.install_checkout_check) or first
-    # statement timing out, and its quick close (db.QuickCloseConnection): 1 + 2 + 0.5 s.
-    # Measured by tests/e2e/test_database_outage.
+    # A dead or hung database must give 503 within 5 s (README, *Configuration*). The worst
+    # chain on a hung one is a wait for a pooled connection, its ping (db.install_checkout_check)
+    # or first statement timing out, and its quick close (db.QuickCloseConnection):
+    # 1 + 2 + 0.5 s. Measured by tests/e2e/test_database_outage.
     db_connect_timeout_seconds: float = Field(2.0, gt=0)
     db_pool_timeout_seconds: float = Field(1.0, gt=0)
     db_statement_timeout_seconds: float = Field(2.0, gt=0)

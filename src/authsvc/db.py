@@ -218,7 +218,8 @@ class QuickCloseConnection(asyncpg.Connection):  # type: ignore[misc]
 
     SQLAlchemy closes an invalidated connection gracefully with a 2 s timeout before it
     aborts it; on a hung server that wait would come on top of the statement timeout and
-    push the 503 past API.md's 5 s. A healthy server answers a close in milliseconds.
+    push the 503 past the 5 s the README promises (*Configuration*). A healthy server answers
+    a close in milliseconds.
     """
 
     CLOSE_TIMEOUT_SECONDS = 0.5

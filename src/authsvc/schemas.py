@@ -6,7 +6,9 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from authsvc.security.usernames import Username
 
 
 def _encodable(value: str) -> str:
@@ -15,14 +17,6 @@ def _encodable(value: str) -> str:
     return value
 
 
-Username = Annotated[
-    str,
-    StringConstraints(min_length=3, max_length=64, pattern=r"^[A-Za-z0-9._@-]+$"),
-    Field(
-        description="3 to 64 ASCII letters, digits and `. _ - @`; case-insensitive.",
-        examples=["alice"],
-    ),
-]
 # Long enough for any policy, short enough that nobody makes us hash a megabyte. The policy
 # (including the 128-character maximum) is applied by the service, with its own error code.
 Password = Annotated[
@@ -63,6 +57,8 @@ class RefreshRequest(_Body):
 
 
 class UserOut(BaseModel):
+    # Validated from the ``User`` row's attributes (no docstring: it would show on /docs).
+    model_config = ConfigDict(from_attributes=True)
     id: uuid.UUID
     username: str
     created_at: datetime
@@ -104,6 +100,7 @@ class JWKS(BaseModel):
 
 
 class SessionOut(BaseModel):
+    # Built by ``SessionService.list_sessions`` and returned as is.
     id: uuid.UUID
     created_at: datetime
     last_used_at: datetime
@@ -120,6 +117,8 @@ class SessionOut(BaseModel):
 
 class IntrospectionOut(BaseModel):
     """RFC 7662: only ``active`` when the token is not live."""
+
+    # The route leaves out the fields that are None: an inactive answer is {"active": false}.
 
     active: bool
     sub: str | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 from typing import Any
 
 import jwt
@@ -83,6 +84,37 @@ async def test_live_refresh_token_is_active_by_json(iclient: AsyncClient) -> Non
         "sid",
         "token_type",
     }
+
+
+async def test_answers_are_byte_for_byte_the_documented_json(iclient: AsyncClient) -> None:
+    inactive = await iclient.post("/introspect", data={"token": "garbage"}, auth=AUTH)
+    assert inactive.content == b'{"active":false}'
+    user = await register(iclient)
+    pair = await login(iclient, user["username"])
+    for token, kind in (
+        (pair["access_token"], "access_token"),
+        (pair["refresh_token"], "refresh_token"),
+    ):
+        active = await iclient.post("/introspect", data={"token": token}, auth=AUTH)
+        claims = jwt.decode(token, options={"verify_signature": False})
+        expected = {
+            "active": True,
+            "sub": user["id"],
+            "username": user["username"],
+            "exp": claims["exp"],
+            "iat": claims["iat"],
+            "iss": claims["iss"] if kind == "access_token" else "authsvc",
+            "aud": claims["aud"] if kind == "access_token" else "authsvc#refresh",
+            "jti": claims["jti"],
+            "sid": claims["sid"],
+            "token_type": kind,
+        }
+        # Compact JSON in the documented key order, nothing left out and nothing added.
+        assert active.content == json.dumps(expected, separators=(",", ":")).encode()
+    for response in (inactive, active):
+        assert response.headers["content-type"] == "application/json"
+        assert response.headers["cache-control"] == "no-store"
+        assert response.headers["pragma"] == "no-cache"
 
 
 async def test_second_configured_client_with_colon_in_secret_works(iclient: AsyncClient) -> None:

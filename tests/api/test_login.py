@@ -146,7 +146,7 @@ async def test_cookie_transport_puts_the_refresh_token_only_in_the_cookie(
         "Path=/",
         "Max-Age=3600",
     ):
-        assert part in cookie  # spelled as API.md spells it
+        assert part in cookie  # spelled as the README spells it (*Walk-through with curl*)
 
 
 @pytest.mark.parametrize("form", [False, True])

@@ -1,4 +1,5 @@
-"""The password policy of API.md at /register: 422 ``weak_password`` naming the rule."""
+"""The password policy (README, *Abuse resistance*) at /register: 422 ``weak_password``
+naming the rule."""
 
 from __future__ import annotations
 

@@ -156,7 +156,7 @@ def test_seed_flow_over_real_http(run_server: ServerFactory, tmp_path: Path) -> 
     short.stop()
     logs = server.output() + short.output()
     assert "Traceback" not in logs
-    # No secret reaches the log (API.md): neither the password nor any token.
+    # No secret reaches the log (docs/observability.md): neither the password nor any token.
     secrets_seen = [PASSWORD, *issued]
     assert not [s for s in secrets_seen if s in logs]
 

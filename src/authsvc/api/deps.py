@@ -8,16 +8,21 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Cookie, Depends, Header, Request
+from fastapi.exceptions import RequestValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from authsvc.api.context import AppContext
+from authsvc.api.cookies import REFRESH_COOKIE, check_origin
 from authsvc.api.proxies import is_trusted_proxy
 from authsvc.config import Settings
+from authsvc.schemas import RefreshRequest
 from authsvc.services.auth import AuthService, ClientInfo
+from authsvc.services.sessions import SessionService
 
 
 async def get_context(request: Request) -> AppContext:
@@ -56,6 +61,13 @@ async def get_auth_service(ctx: ContextDep, db: DbSession) -> AuthService:
 
 
 AuthServiceDep = Annotated[AuthService, Depends(get_auth_service)]
+
+
+async def get_session_service(ctx: ContextDep, db: DbSession) -> SessionService:
+    return SessionService(db, settings=ctx.settings, codec=ctx.codec, events=ctx.events)
+
+
+SessionServiceDep = Annotated[SessionService, Depends(get_session_service)]
 
 
 async def get_now() -> datetime:
@@ -108,3 +120,39 @@ async def get_client(request: Request, settings: SettingsDep) -> ClientInfo:
 
 
 Client = Annotated[ClientInfo, Depends(get_client)]
+
+
+@dataclass(frozen=True, slots=True)
+class PresentedRefreshToken:
+    """The refresh token a request presents, and whether it came by cookie."""
+
+    token: str
+    via_cookie: bool
+
+
+async def get_presented_refresh_token(
+    settings: SettingsDep,
+    body: RefreshRequest | None = None,
+    cookie: Annotated[str | None, Cookie(alias=REFRESH_COOKIE, include_in_schema=False)] = None,
+    origin: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> PresentedRefreshToken:
+    """The token in the body, else the one in the refresh cookie; 422 when there is neither."""
+    if body is not None and body.refresh_token:
+        return PresentedRefreshToken(body.refresh_token, via_cookie=False)
+    if cookie:
+        # A browser sends the cookie cross-site only if SameSite fails us; refuse foreign
+        # origins outright, before anything is consumed.
+        check_origin(origin, settings)
+        return PresentedRefreshToken(cookie, via_cookie=True)
+    raise RequestValidationError(
+        [
+            {
+                "type": "missing",
+                "loc": ("body", "refresh_token"),
+                "msg": f"A refresh token is required, in the body or the {REFRESH_COOKIE} cookie.",
+            }
+        ]
+    )
+
+
+PresentedRefresh = Annotated[PresentedRefreshToken, Depends(get_presented_refresh_token)]

@@ -10,6 +10,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from authsvc.models import AuditEvent, User
+from authsvc.security.usernames import normalize_username
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +44,7 @@ class AuditRepository:
             .limit(limit)
         )
         if username is not None:
-            name = username.lower()
+            name = normalize_username(username)
             query = query.where(or_(AuditEvent.username == name, User.username == name))
         if since is not None:
             query = query.where(AuditEvent.occurred_at >= since)

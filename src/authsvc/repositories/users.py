@@ -9,6 +9,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from authsvc.models import User
+from authsvc.security.usernames import normalize_username
 
 
 class UserRepository:
@@ -19,12 +20,17 @@ class UserRepository:
         return await self._session.get(User, user_id)
 
     async def get_by_username(self, username: str) -> User | None:
-        result = await self._session.execute(select(User).where(User.username == username.lower()))
+        result = await self._session.execute(
+            select(User).where(User.username == normalize_username(username))
+        )
         return result.scalar_one_or_none()
 
     async def add(self, *, username: str, password_hash: str, now: datetime) -> User:
         user = User(
-            id=uuid.uuid4(), username=username.lower(), password_hash=password_hash, created_at=now
+            id=uuid.uuid4(),
+            username=normalize_username(username),
+            password_hash=password_hash,
+            created_at=now,
         )
         self._session.add(user)
         await self._session.flush()

@@ -1,4 +1,5 @@
-"""The password policy of API.md: length, no username inside, not a common password.
+"""The password policy (README, *Abuse resistance*): length, no username inside, not a
+common password.
 
 The blocklist ships as package data (``data/common-passwords.txt.gz``, 40,101 passwords;
 ``data/README.md`` names its sources and licences) and is read once, on first use.

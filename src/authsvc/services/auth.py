@@ -35,6 +35,7 @@ from authsvc.repositories.users import UserRepository
 from authsvc.security.password_policy import check_password
 from authsvc.security.passwords import PasswordHasher
 from authsvc.security.tokens import AccessClaims, RefreshClaims, TokenCodec, token_hash
+from authsvc.security.usernames import normalize_username
 from authsvc.services.events import AuthEvent, EventSink, EventType, NullSink
 from authsvc.services.throttle import (
     DatabaseThrottle,
@@ -105,7 +106,7 @@ class AuthService:
 
     async def create_user(self, *, username: str, password: str, now: datetime) -> User:
         """Create a user; ``WeakPassword`` or ``UsernameTaken`` (case-folded) otherwise."""
-        username = username.lower()
+        username = normalize_username(username)
         check_password(password, username=username, min_length=self._settings.password_min_length)
         password_hash = await self._hasher.hash(password)
         try:
@@ -135,7 +136,7 @@ class AuthService:
     async def _login(
         self, *, username: str, password: str, client: ClientInfo, now: datetime
     ) -> IssuedTokens:
-        username = username.lower()
+        username = normalize_username(username)
         address = address_key(client.ip_address)
         event = AuthEvent(
             EventType.LOGIN_FAILED,

@@ -9,9 +9,8 @@ caller whether a token was genuine.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -20,22 +19,12 @@ from authsvc.db import begin_read_only
 from authsvc.errors import InvalidRefreshToken, InvalidToken, SessionNotFound, TokenExpired
 from authsvc.repositories.sessions import SessionRepository, TokenState
 from authsvc.repositories.users import UserRepository
-from authsvc.security.tokens import TokenCodec, token_hash
+from authsvc.schemas import IntrospectionOut, SessionOut
+from authsvc.security.tokens import AccessClaims, RefreshClaims, TokenCodec, token_hash
 from authsvc.services.auth import ClientInfo
 from authsvc.services.events import AuthEvent, EventSink, EventType, NullSink
 
 TokenTypeHint = Literal["refresh_token", "access_token"]
-
-
-@dataclass(frozen=True, slots=True)
-class SessionInfo:
-    id: uuid.UUID
-    created_at: datetime
-    last_used_at: datetime
-    expires_at: datetime
-    user_agent: str | None
-    ip_address: str | None
-    current: bool
 
 
 def _uuid(value: str) -> uuid.UUID | None:
@@ -90,13 +79,13 @@ class SessionService:
 
     async def list_sessions(
         self, *, user_id: uuid.UUID, current_session: str, now: datetime
-    ) -> list[SessionInfo]:
+    ) -> list[SessionOut]:
         """The user's live sessions, newest first; ``current`` marks ``current_session``."""
         await begin_read_only(self._db)
         rows = await self._sessions.list_live(user_id, now)
         # Copied out before the rollback, which expires the ORM rows.
         sessions = [
-            SessionInfo(
+            SessionOut(
                 id=s.id,
                 created_at=s.created_at,
                 last_used_at=s.last_used_at,
@@ -166,19 +155,22 @@ class SessionService:
                         return
         await self._db.rollback()
 
-    async def introspect(self, *, token: str, now: datetime) -> dict[str, Any] | None:
-        """RFC 7662: the claims of a live token whose session is active, else ``None``."""
+    async def introspect(self, *, token: str, now: datetime) -> IntrospectionOut:
+        """RFC 7662: the claims of a live token whose session is active, else only
+        ``active: false``."""
         await begin_read_only(self._db)
         try:
-            return await self._introspect_access(token, now) or await self._introspect_refresh(
-                token, now
+            return (
+                await self._introspect_access(token, now)
+                or await self._introspect_refresh(token, now)
+                or IntrospectionOut(active=False)
             )
         finally:
             await self._db.rollback()
 
     # -- helpers ---------------------------------------------------------------------------
 
-    async def _introspect_access(self, token: str, now: datetime) -> dict[str, Any] | None:
+    async def _introspect_access(self, token: str, now: datetime) -> IntrospectionOut | None:
         try:
             claims = self._codec.decode_access_token(token)
         except (InvalidToken, TokenExpired):
@@ -189,21 +181,9 @@ class SessionService:
         user = await self._sessions.active_user(session_id=sid, user_id=user_id, now=now)
         if user is None:
             return None
-        raw = claims.raw
-        return {
-            "active": True,
-            "sub": claims.sub,
-            "username": user.username,
-            "exp": claims.exp,
-            "iat": claims.iat,
-            "iss": raw["iss"],
-            "aud": raw["aud"],
-            "jti": claims.jti,
-            "sid": claims.sid,
-            "token_type": "access_token",
-        }
+        return self._active(claims, user.username, "access_token")
 
-    async def _introspect_refresh(self, token: str, now: datetime) -> dict[str, Any] | None:
+    async def _introspect_refresh(self, token: str, now: datetime) -> IntrospectionOut | None:
         try:
             claims = self._codec.decode_refresh_token(token)
         except InvalidRefreshToken:
@@ -221,18 +201,26 @@ class SessionService:
         user = await self._users.get(state.user_id)
         if user is None:
             return None
-        return {
-            "active": True,
-            "sub": claims.sub,
-            "username": user.username,
-            "exp": claims.exp,
-            "iat": claims.iat,
-            "iss": self._settings.issuer,
-            "aud": self._codec.refresh_audience,
-            "jti": claims.jti,
-            "sid": claims.sid,
-            "token_type": "refresh_token",
-        }
+        return self._active(claims, user.username, "refresh_token")
+
+    def _active(
+        self, claims: AccessClaims | RefreshClaims, username: str, kind: TokenTypeHint
+    ) -> IntrospectionOut:
+        """The answer for a live token: its claims, with the issuer and audience it was
+        verified against (a refresh token's audience is its own)."""
+        access = kind == "access_token"
+        return IntrospectionOut(
+            active=True,
+            sub=claims.sub,
+            username=username,
+            exp=claims.exp,
+            iat=claims.iat,
+            iss=self._settings.issuer,
+            aud=self._settings.audience if access else self._codec.refresh_audience,
+            jti=claims.jti,
+            sid=claims.sid,
+            token_type=kind,
+        )
 
     async def _refresh_token_state(self, token: str) -> TokenState | None:
         """The stored state of a genuine refresh token of ours, or ``None``."""

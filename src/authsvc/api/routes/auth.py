@@ -2,28 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, cast
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Cookie, Header, Query, Request, Response, status
-from fastapi.exceptions import RequestValidationError
+from fastapi import APIRouter, Header, Query, Request, Response, status
 from pydantic import ValidationError
 
 from authsvc.api.bodies import json_or_form_body, read_body, validate_body
-from authsvc.api.deps import AuthServiceDep, Client, Now, SettingsDep
+from authsvc.api.cookies import check_origin, set_refresh_cookie
+from authsvc.api.deps import AuthServiceDep, Client, Now, PresentedRefresh, SettingsDep
 from authsvc.api.responses import errors
 from authsvc.config import Settings
 from authsvc.errors import (
     ErrorCode,
     InvalidGrant,
     InvalidRequest,
-    OriginNotAllowed,
     RefreshTokenRefused,
     UnsupportedGrantType,
 )
 from authsvc.schemas import (
     LoginRequest,
     RefreshGrantRequest,
-    RefreshRequest,
     RegisterRequest,
     TokenPair,
     UserOut,
@@ -32,9 +30,6 @@ from authsvc.services.auth import IssuedTokens
 
 router = APIRouter(tags=["tokens"])
 
-REFRESH_COOKIE = "authsvc_refresh"
-# Spelled as API.md spells it (Starlette passes the value through as given).
-COOKIE_SAMESITE = cast(Literal["strict"], "Strict")
 Transport = Annotated[
     Literal["json", "cookie"],
     Query(description="`cookie`: the refresh token travels only in an HttpOnly cookie."),
@@ -48,14 +43,8 @@ def token_response(
     response.headers["Pragma"] = "no-cache"
     refresh: str | None = tokens.refresh_token
     if transport == "cookie":
-        response.set_cookie(
-            REFRESH_COOKIE,
-            tokens.refresh_token,
-            max_age=tokens.refresh_expires_in,
-            path="/",
-            secure=settings.cookie_secure,
-            httponly=True,
-            samesite=COOKIE_SAMESITE,
+        set_refresh_cookie(
+            response, tokens.refresh_token, max_age=tokens.refresh_expires_in, settings=settings
         )
         refresh = None
     return TokenPair(
@@ -90,7 +79,7 @@ async def register(
     user = await service.register(
         username=body.username, password=body.password, client=client, now=now
     )
-    return UserOut(id=user.id, username=user.username, created_at=user.created_at)
+    return UserOut.model_validate(user)
 
 
 @router.post(
@@ -155,12 +144,6 @@ async def login(
     return token_response(response, tokens, transport=transport, settings=settings)
 
 
-def check_origin(origin: str | None, settings: Settings) -> None:
-    """``OriginNotAllowed`` for a browser request from an origin not in the CORS list."""
-    if origin is not None and origin.rstrip("/") not in settings.cors_origins:
-        raise OriginNotAllowed()
-
-
 def token_request(data: object) -> LoginRequest | RefreshGrantRequest:
     """The grant a token-endpoint body asks for, by its ``grant_type`` (RFC 6749 §4.3, §6)."""
     grant_type = data.get("grant_type") if isinstance(data, dict) else None
@@ -174,28 +157,6 @@ def token_request(data: object) -> LoginRequest | RefreshGrantRequest:
     if grant_type not in (None, "password"):
         raise UnsupportedGrantType()
     return validate_body(data, LoginRequest)
-
-
-def refresh_token_from(
-    body: RefreshRequest | None, cookie: str | None, origin: str | None, settings: Settings
-) -> tuple[str, bool]:
-    """The presented refresh token and whether it came by cookie."""
-    if body is not None and body.refresh_token:
-        return body.refresh_token, False
-    if cookie:
-        # A browser sends the cookie cross-site only if SameSite fails us; refuse foreign
-        # origins outright, before anything is consumed.
-        check_origin(origin, settings)
-        return cookie, True
-    raise RequestValidationError(
-        [
-            {
-                "type": "missing",
-                "loc": ("body", "refresh_token"),
-                "msg": f"A refresh token is required, in the body or the {REFRESH_COOKIE} cookie.",
-            }
-        ]
-    )
 
 
 REFRESH_RESPONSES = errors(
@@ -228,13 +189,13 @@ async def refresh(
     client: Client,
     settings: SettingsDep,
     now: Now,
-    body: RefreshRequest | None = None,
-    cookie: Annotated[str | None, Cookie(alias=REFRESH_COOKIE, include_in_schema=False)] = None,
-    origin: Annotated[str | None, Header(include_in_schema=False)] = None,
+    presented: PresentedRefresh,
     transport: Transport = "json",
 ) -> TokenPair:
-    token, via_cookie = refresh_token_from(body, cookie, origin, settings)
-    tokens = await service.refresh(refresh_token=token, client=client, now=now)
+    tokens = await service.refresh(refresh_token=presented.token, client=client, now=now)
     return token_response(
-        response, tokens, transport="cookie" if via_cookie else transport, settings=settings
+        response,
+        tokens,
+        transport="cookie" if presented.via_cookie else transport,
+        settings=settings,
     )

@@ -3,20 +3,13 @@ authorization server metadata (RFC 8414)."""
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import hmac
-
 from fastapi import APIRouter, Request, Response, status
-from fastapi.responses import JSONResponse
 
 from authsvc.api.bodies import MalformedBody, read_json_or_form
-from authsvc.api.deps import Client, Now, SettingsDep
+from authsvc.api.deps import Client, Now, SessionServiceDep, SettingsDep
 from authsvc.api.responses import errors
-from authsvc.api.routes.sessions import SessionServiceDep
-from authsvc.config import Settings
-from authsvc.errors import ErrorCode, InvalidClient, InvalidRequest
+from authsvc.api.security import IntrospectionClient
+from authsvc.errors import ErrorCode, InvalidRequest
 from authsvc.schemas import IntrospectionOut, ServerMetadata
 
 router = APIRouter(tags=["oauth"])
@@ -57,39 +50,6 @@ async def _token_params(request: Request) -> tuple[str, str | None]:
     return token, hint if isinstance(hint, str) else None
 
 
-def _digest(value: str) -> bytes:
-    # Compare fixed-length digests, so the comparison's time says nothing about lengths either.
-    return hashlib.sha256(value.encode("utf-8", "surrogatepass")).digest()
-
-
-def authenticate_client(authorization: str | None, settings: Settings) -> str:
-    """The introspection client named by HTTP Basic credentials; ``InvalidClient`` otherwise.
-
-    Every configured client is compared, in constant time, whatever the outcome.
-    """
-    scheme, _, encoded = (authorization or "").partition(" ")
-    if scheme.lower() != "basic" or not encoded.strip():
-        raise InvalidClient()
-    try:
-        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, ValueError):
-        raise InvalidClient() from None
-    client_id, sep, secret = decoded.partition(":")
-    if not sep:
-        raise InvalidClient()
-    given_id, given_secret = _digest(client_id), _digest(secret)
-    matched: str | None = None
-    for entry in settings.introspection_clients:
-        known_id, sep, known_secret = entry.partition(":")
-        id_ok = hmac.compare_digest(given_id, _digest(known_id))
-        secret_ok = hmac.compare_digest(given_secret, _digest(known_secret))
-        if sep and known_secret and id_ok and secret_ok:
-            matched = known_id
-    if matched is None:
-        raise InvalidClient()
-    return matched
-
-
 @router.post(
     "/revoke",
     status_code=status.HTTP_200_OK,
@@ -128,12 +88,15 @@ async def revoke(
     ),
 )
 async def introspect(
-    request: Request, service: SessionServiceDep, settings: SettingsDep, now: Now
-) -> JSONResponse:
-    authenticate_client(request.headers.get("authorization"), settings)
+    request: Request,
+    response: Response,
+    _client: IntrospectionClient,
+    service: SessionServiceDep,
+    now: Now,
+) -> IntrospectionOut:
     token, _hint = await _token_params(request)
-    result = await service.introspect(token=token, now=now)
-    return JSONResponse(result or {"active": False}, headers=NO_STORE)
+    response.headers.update(NO_STORE)
+    return await service.introspect(token=token, now=now)
 
 
 @router.get(

@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from fastapi import APIRouter, Response, status
 
-from fastapi import APIRouter, Cookie, Depends, Header, Response, status
-
-from authsvc.api.deps import Client, ContextDep, DbSession, Now, SettingsDep
+from authsvc.api.cookies import clear_refresh_cookie
+from authsvc.api.deps import Client, Now, PresentedRefresh, SessionServiceDep, SettingsDep
 from authsvc.api.responses import BEARER_ERRORS, errors
-from authsvc.api.routes.auth import COOKIE_SAMESITE, REFRESH_COOKIE, refresh_token_from
 from authsvc.api.security import AccessClaimsDep, CurrentUser
 from authsvc.errors import ErrorCode
-from authsvc.schemas import RefreshRequest, SessionOut
-from authsvc.services.sessions import SessionService
+from authsvc.schemas import SessionOut
 
 router = APIRouter(tags=["sessions"])
-
-
-async def get_session_service(ctx: ContextDep, db: DbSession) -> SessionService:
-    return SessionService(db, settings=ctx.settings, codec=ctx.codec, events=ctx.events)
-
-
-SessionServiceDep = Annotated[SessionService, Depends(get_session_service)]
 
 
 @router.post(
@@ -41,20 +31,11 @@ async def logout(
     client: Client,
     settings: SettingsDep,
     now: Now,
-    body: RefreshRequest | None = None,
-    cookie: Annotated[str | None, Cookie(alias=REFRESH_COOKIE, include_in_schema=False)] = None,
-    origin: Annotated[str | None, Header(include_in_schema=False)] = None,
+    presented: PresentedRefresh,
 ) -> Response:
-    token, _ = refresh_token_from(body, cookie, origin, settings)
-    await service.logout(refresh_token=token, client=client, now=now)
+    await service.logout(refresh_token=presented.token, client=client, now=now)
     response = Response(status_code=status.HTTP_204_NO_CONTENT)
-    response.delete_cookie(
-        REFRESH_COOKIE,
-        path="/",
-        secure=settings.cookie_secure,
-        httponly=True,
-        samesite=COOKIE_SAMESITE,
-    )
+    clear_refresh_cookie(response, settings=settings)
     return response
 
 
@@ -81,19 +62,7 @@ async def logout_all(
 async def list_sessions(
     user: CurrentUser, claims: AccessClaimsDep, service: SessionServiceDep, now: Now
 ) -> list[SessionOut]:
-    sessions = await service.list_sessions(user_id=user.id, current_session=claims.sid, now=now)
-    return [
-        SessionOut(
-            id=s.id,
-            created_at=s.created_at,
-            last_used_at=s.last_used_at,
-            expires_at=s.expires_at,
-            user_agent=s.user_agent,
-            ip_address=s.ip_address,
-            current=s.current,
-        )
-        for s in sessions
-    ]
+    return await service.list_sessions(user_id=user.id, current_session=claims.sid, now=now)
 
 
 @router.delete(

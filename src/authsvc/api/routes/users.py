@@ -15,4 +15,4 @@ router = APIRouter(tags=["account"])
     "/me", response_model=UserOut, summary="The authenticated user", responses=BEARER_ERRORS
 )
 async def me(user: CurrentUser) -> UserOut:
-    return UserOut(id=user.id, username=user.username, created_at=user.created_at)
+    return UserOut.model_validate(user)
