@@ -25,7 +25,6 @@ from authsvc.db import make_engine, make_sessionmaker
 from authsvc.errors import AuthError
 from authsvc.security import usernames
 from authsvc.security.keys import KeyConfigError, load_previous_keys, load_signing_key
-from authsvc.services.events import EventSink
 
 
 @click.group(
@@ -294,7 +293,7 @@ def _set_disabled(username: str, disabled: bool) -> None:
     username = check_username(username)
 
     async def work(session: AsyncSession) -> int:
-        service = UserAdminService(session, events=_audit_sink(session))
+        service = UserAdminService(session)
         if disabled:
             return await service.disable(username, datetime.now(UTC))
         await service.enable(username, datetime.now(UTC))
@@ -322,15 +321,6 @@ def disable_user(username: str) -> None:
 def enable_user(username: str) -> None:
     """Enable a disabled account."""
     _set_disabled(username, False)
-
-
-def _audit_sink(session: AsyncSession) -> EventSink:
-    from sqlalchemy.ext.asyncio import AsyncEngine
-
-    from authsvc.services.audit import DatabaseEventSink
-
-    assert isinstance(session.bind, AsyncEngine)
-    return DatabaseEventSink(make_sessionmaker(session.bind))
 
 
 @app.command()

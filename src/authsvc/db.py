@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
+import weakref
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import DateTime, MetaData, event
-from sqlalchemy.engine import Dialect, make_url
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.engine import Dialect, Engine, ExceptionContext, make_url
+from sqlalchemy.exc import DisconnectionError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.asyncio import AsyncSession as AsyncSession
 from sqlalchemy.orm import DeclarativeBase
@@ -19,6 +23,7 @@ from sqlalchemy.types import TypeDecorator
 from sqlalchemy.util import await_
 
 from authsvc.config import Settings
+from authsvc.errors import ServiceUnavailable
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -125,6 +130,12 @@ def make_engine(settings: Settings, **overrides: Any) -> AsyncEngine:
         install_sqlite_hooks(
             engine, busy_timeout_ms=int(settings.db_statement_timeout_seconds * 1000)
         )
+        install_error_translation(engine)
+        # A writer waits for its turn in this process, then (as the one writer of this
+        # process) for the other processes' writers: both within a request's 5 s.
+        _WRITER_TURNS[engine.sync_engine] = WriterTurns(
+            max(0.5, REQUEST_BUDGET_SECONDS - settings.db_statement_timeout_seconds)
+        )
         return engine
     kwargs: dict[str, Any] = {
         "pool_size": settings.db_pool_size,
@@ -135,6 +146,7 @@ def make_engine(settings: Settings, **overrides: Any) -> AsyncEngine:
     }
     engine = create_async_engine(url, **_with_overrides(kwargs, overrides))
     install_checkout_check(engine, timeout=settings.db_statement_timeout_seconds)
+    install_error_translation(engine)
     if settings.db_pgbouncer:
         engine = engine.execution_options(**{BEHIND_PGBOUNCER: True})
     return engine
@@ -182,6 +194,47 @@ def install_checkout_check(engine: AsyncEngine, *, timeout: float) -> None:
             await_(driver.execute(";", timeout=timeout))
         except Exception as exc:
             raise DisconnectionError("the connection failed its ping") from exc
+
+
+# What a driver raises, unwrapped, when the database's connection fails under it: the
+# socket (refused, reset) or the driver's own timeouts (connect, command_timeout).
+_CONNECTION_FAILURES = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
+def install_error_translation(engine: AsyncEngine) -> None:
+    """Every failure of the database's connection reaches the caller as a SQLAlchemy
+    ``OperationalError`` (its ``orig`` the driver's exception), so that the API can tell a
+    database that is down (503) from any other ``OSError`` or timeout in the code (a bug).
+
+    SQLAlchemy wraps the driver's DB-API errors itself; asyncpg raises socket errors and
+    timeouts as they are, and the errors of a connect attempt unwrapped.
+    """
+
+    @event.listens_for(engine.sync_engine, "do_connect")
+    def _connect(dialect: Dialect, _record: Any, cargs: Any, cparams: Any) -> Any:
+        try:
+            return dialect.connect(*cargs, **cparams)
+        except _CONNECTION_FAILURES as exc:
+            raise OperationalError("connect", None, exc) from exc
+
+    # The pool's pre-ping calls the dialect directly, outside handle_error's reach.
+    dialect = engine.sync_engine.dialect
+    ping = dialect.do_ping
+
+    def _ping(dbapi_connection: Any) -> bool:
+        try:
+            return ping(dbapi_connection)
+        except (OSError, TimeoutError) as exc:
+            raise OperationalError("ping", None, exc) from exc
+
+    dialect.do_ping = _ping  # type: ignore[method-assign]
+
+    @event.listens_for(engine.sync_engine, "handle_error")
+    def _on_error(context: ExceptionContext) -> BaseException | None:
+        original = context.original_exception
+        if context.sqlalchemy_exception is None and isinstance(original, OSError | TimeoutError):
+            return OperationalError(context.statement, None, original)
+        return None
 
 
 def _asyncpg_connect_args(settings: Settings) -> dict[str, Any]:
@@ -259,6 +312,8 @@ def install_sqlite_hooks(engine: AsyncEngine, *, busy_timeout_ms: int = 5000) ->
 
 
 READ_ONLY = "authsvc_read_only"
+# What a request may spend waiting for the database before it is answered 503 (README).
+REQUEST_BUDGET_SECONDS = 5.0
 
 
 async def begin_read_only(session: AsyncSession) -> None:
@@ -270,26 +325,71 @@ async def begin_read_only(session: AsyncSession) -> None:
         await session.connection(execution_options={READ_ONLY: True})
 
 
-async def begin_single_statement(session: AsyncSession, *, read_only: bool) -> None:
-    """Start ``session``'s next unit as one that does its work in a single statement.
+async def autocommit_single_statement(session: AsyncSession) -> bool:
+    """Start ``session``'s next unit in autocommit if it can be, and say whether it was.
 
-    On PostgreSQL it runs in autocommit, with no ``BEGIN``/``COMMIT`` round trips: one
-    statement is atomic and sees one snapshot on its own. Not behind PgBouncer in
-    transaction mode: there asyncpg's prepare and execute of one statement could reach two
-    server connections unless a transaction holds one. Elsewhere it is an ordinary
-    transaction (``begin_read_only`` when ``read_only``). The unit must run one statement.
+    On PostgreSQL a unit that does its work in one statement needs no ``BEGIN``/``COMMIT``
+    round trips: one statement is atomic and sees one snapshot on its own. Not behind
+    PgBouncer in transaction mode: there asyncpg's prepare and execute of one statement
+    could reach two server connections unless a transaction holds one; nor on SQLite.
+    The caller then runs exactly one statement and commits (a no-op that ends the unit).
     """
-    if session.in_transaction():
-        return
-    bind = session.get_bind()
-    if is_postgresql(session) and not bind.get_execution_options().get(BEHIND_PGBOUNCER):
-        await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
-    elif read_only:
-        await begin_read_only(session)
+    if session.in_transaction() or not is_postgresql(session):
+        return False
+    if session.get_bind().get_execution_options().get(BEHIND_PGBOUNCER):
+        return False
+    await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+    return True
 
 
 def is_postgresql(session: AsyncSession) -> bool:
     return session.get_bind().dialect.name == "postgresql"
+
+
+class WriterTurns:
+    """SQLite takes one writer at a time: the writers of one process take turns here, in
+    order, so that at most one of them at a time waits on the database's lock (and its
+    busy timeout) against other processes. A writer that cannot get its turn within
+    ``wait_seconds`` is refused with ``ServiceUnavailable`` (503).
+    """
+
+    def __init__(self, wait_seconds: float) -> None:
+        self._wait_seconds = wait_seconds
+        # One lock per event loop (a test suite runs several loops in one process).
+        self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    @asynccontextmanager
+    async def turn(self) -> AsyncIterator[None]:
+        loop = asyncio.get_running_loop()
+        lock = self._locks.get(loop)
+        if lock is None:
+            lock = self._locks[loop] = asyncio.Lock()
+        try:
+            async with asyncio.timeout(self._wait_seconds):
+                await lock.acquire()
+        except TimeoutError:
+            raise ServiceUnavailable() from None
+        try:
+            yield
+        finally:
+            lock.release()
+
+
+_WRITER_TURNS: weakref.WeakKeyDictionary[Engine, WriterTurns] = weakref.WeakKeyDictionary()
+
+
+def writer_turns(session: AsyncSession) -> WriterTurns | None:
+    """The turns of the writers of ``session``'s SQLite database; ``None`` on PostgreSQL."""
+    bind = session.bind
+    if bind is None or bind.dialect.name != "sqlite":
+        return None
+    sync_engine = bind.sync_engine if isinstance(bind, AsyncEngine) else bind
+    turns = _WRITER_TURNS.get(sync_engine)  # type: ignore[arg-type]
+    if turns is None:  # an engine built without make_engine (tests)
+        turns = _WRITER_TURNS[sync_engine] = WriterTurns(REQUEST_BUDGET_SECONDS)  # type: ignore[index]
+    return turns
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -32,7 +32,6 @@ from authsvc.observability.metrics import (
 from authsvc.security.keys import load_previous_keys, load_signing_key
 from authsvc.security.passwords import PasswordHasher
 from authsvc.security.tokens import TokenCodec
-from authsvc.services.audit import BufferedEventSink
 from authsvc.services.events import EventSink, FanOut
 from authsvc.services.purge import start_background_purge, stop_background_purge
 from authsvc.services.throttle import build_shared_throttle
@@ -66,28 +65,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = make_engine(settings)
         hasher = build_hasher(settings, metrics)
-        # Every sink sees every event, in order: metrics, the structured log, then the rest.
+        # After its change commits (with its audit row), every event goes to the metrics,
+        # then the structured log.
         sinks: list[EventSink] = [MetricsSink(metrics), LogSink()]
         await hasher.dummy_verify("")  # computes the dummy hash before the first login
         sessionmaker = make_sessionmaker(engine)
-        audit = BufferedEventSink(sessionmaker)
         app.state.ctx = AppContext(
             settings=settings,
             engine=engine,
             sessionmaker=sessionmaker,
             hasher=hasher,
             codec=TokenCodec(settings, load_signing_key(settings), load_previous_keys(settings)),
-            events=FanOut([*sinks, audit]),
+            events=FanOut(sinks),
             throttle=build_shared_throttle(settings),
         )
         metrics.workers.set(1)
-        audit.start()
         purger = start_background_purge(settings, sessionmaker)
         try:
             yield
         finally:
             await stop_background_purge(purger)
-            await audit.aclose()
             mark_this_worker_dead()
             await engine.dispose()
             hasher.close()

@@ -212,6 +212,37 @@ async def test_an_unhandled_error_is_a_500_in_the_contract_shape(settings: Any) 
     assert response.headers["X-Request-ID"] == "trace-1"
 
 
+@pytest.mark.parametrize(
+    "error",
+    [
+        PermissionError(13, "Permission denied", "/etc/authsvc/key.pem"),
+        ConnectionRefusedError(111, "Connection refused"),
+        TimeoutError(),
+    ],
+    ids=lambda e: type(e).__name__,
+)
+async def test_an_unrelated_oserror_or_timeout_is_a_500_not_a_database_outage(
+    settings: Any, error: Exception, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Only the database's failures are 503: a file or a socket of the code's own that fails
+    is a bug, answered 500 and not logged as "database unavailable"."""
+    app = create_app(settings)
+
+    async def read_a_file() -> None:
+        raise error
+
+    app.add_api_route("/file", read_a_file)
+    caplog.set_level(logging.WARNING, logger="authsvc")
+    async with LifespanManager(app) as manager:
+        transport = ASGITransport(app=manager.app, raise_app_exceptions=False)
+        async with AsyncClient(transport=transport, base_url="http://t") as client:
+            response = await client.get("/file")
+    assert response.status_code == 500
+    assert response.json()["error"] == "internal_error"
+    assert "Retry-After" not in response.headers
+    assert not [r for r in caplog.records if r.getMessage() == "database unavailable"]
+
+
 # -- structured logs ---------------------------------------------------------------------
 
 

@@ -13,7 +13,7 @@ from sqlalchemy import event, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from authsvc.config import Settings
-from authsvc.db import begin_single_statement, make_engine
+from authsvc.db import autocommit_single_statement, make_engine
 from authsvc.models import AuditEvent, AuthSession, RefreshToken
 from authsvc.repositories.sessions import SessionRepository
 from authsvc.security.tokens import token_hash
@@ -117,7 +117,7 @@ async def test_nothing_changes_when_the_session_is_revoked_or_the_token_spent(
 
     async def rotate(**overrides: Any) -> bool:
         async with h.sessionmaker() as db:
-            await begin_single_statement(db, read_only=False)
+            await autocommit_single_statement(db)
             args: dict[str, Any] = {
                 "token_hash": presented,
                 "session_id": tokens.session_id,
@@ -170,7 +170,7 @@ async def test_with_an_audit_row_the_rotation_writes_it_in_the_same_statement(
     )
     statements = Statements(h.engine)
     async with h.sessionmaker() as db:
-        await begin_single_statement(db, read_only=False)
+        await autocommit_single_statement(db)
         done = await SessionRepository(db).rotate(
             token_hash=token_hash(tokens.refresh_token),
             session_id=tokens.session_id,

@@ -36,7 +36,7 @@ async def test_authenticate_then_write_survives_a_concurrent_commit(
     async with sessionmaker() as db:  # one request: the bearer check, then a write
         auth = AuthService(db, settings=settings, hasher=hasher, codec=codec)
         user = await auth.authenticate(codec.decode_access_token(tokens.access_token), now)
-        # Another connection commits in between (here: the audit writer).
+        # Another connection commits in between (another request, or another worker).
         async with clean_db.begin() as other:
             await other.execute(insert(AuditEvent).values(occurred_at=now, event="test"))
         sessions = SessionService(db, settings=settings, codec=codec)

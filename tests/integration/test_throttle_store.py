@@ -1,5 +1,6 @@
 """The throttle stores on their own (database and Redis): exact windows and Retry-After,
-counting before checking under concurrency, giving counts back, pruning."""
+counting before checking under concurrency, giving counts back (expired attempts go with
+``authsvc purge``: tests/e2e/test_admin_cli.py)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ from authsvc.db import make_sessionmaker
 from authsvc.errors import TooManyAttempts
 from authsvc.models import LoginFailure, RegistrationAttempt
 from authsvc.services.throttle import (
-    PRUNE_EVERY,
     DatabaseThrottle,
     LoginTicket,
     RedisThrottle,
@@ -185,21 +185,6 @@ async def test_retry_after_is_when_the_blocking_attempt_ages_out(clean_db: Async
             await throttle.admit_registration("192.0.2.3", T0 + timedelta(seconds=100))
         assert info.value.retry_after == 500
         assert await db.scalar(select(func.count()).select_from(RegistrationAttempt)) == 4
-        await db.rollback()
-
-
-async def test_expired_attempts_are_pruned(clean_db: AsyncEngine) -> None:
-    async with make_sessionmaker(clean_db)() as db:
-        throttle = DatabaseThrottle(db, LIMITS)
-        for i in range(PRUNE_EVERY * 2):
-            await throttle.admit_login(f"old{i}", f"192.0.2.{i % 200}", T0, check_account=True)
-        later = T0 + timedelta(seconds=LIMITS.retention_seconds + 1)
-        for i in range(PRUNE_EVERY):
-            await throttle.admit_login(f"new{i}", f"198.51.100.{i}", later, check_account=True)
-        old = await db.scalar(
-            select(func.count()).select_from(LoginFailure).where(LoginFailure.attempted_at == T0)
-        )
-        assert old == 0
         await db.rollback()
 
 

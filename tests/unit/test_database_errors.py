@@ -22,11 +22,18 @@ def wrapped(cls: type[DBAPIError], orig: BaseException) -> DBAPIError:
     return cls("SELECT 1", {}, orig)  # type: ignore[arg-type]
 
 
+def _with_cause(exc: BaseException, cause: BaseException) -> BaseException:
+    exc.__cause__ = cause
+    return exc
+
+
 @pytest.mark.parametrize(
     "exc",
     [
-        ConnectionRefusedError(111, "Connection refused"),
-        TimeoutError(),
+        # Wrapped by db.install_error_translation: the database's connection failed.
+        wrapped(OperationalError, ConnectionRefusedError(111, "Connection refused")),
+        wrapped(OperationalError, TimeoutError()),
+        wrapped(OperationalError, ConnectionResetError(104, "Connection reset by peer")),
         PoolTimeoutError("QueuePool limit of size 10 overflow 10 reached"),
         asyncpg.CannotConnectNowError("the database system is starting up"),
         asyncpg.TooManyConnectionsError("sorry, too many clients already"),
@@ -63,6 +70,11 @@ def test_an_invalidated_connection_is_unavailable() -> None:
             OperationalError, type("OperationalError", (Exception,), {})("no such table: users")
         ),
         RuntimeError("a bug"),
+        # Not the database's: a file or socket of the code's own.
+        PermissionError(13, "Permission denied"),
+        ConnectionRefusedError(111, "Connection refused"),
+        TimeoutError(),
+        _with_cause(RuntimeError("a bug"), ConnectionResetError(104, "reset")),
     ],
     ids=lambda e: type(e).__name__,
 )

@@ -103,9 +103,6 @@ async def _on_validation_error(_request: Request, exc: Exception) -> JSONRespons
     return error_response(ErrorCode.VALIDATION_ERROR, _safe_validation_errors(exc.errors()), 422)
 
 
-# What FastAPI raises (as a 400) for a body it cannot even decode, e.g. JSON that is not
-# UTF-8; the contract calls every malformed body a 422 ``validation_error``.
-_UNPARSABLE_BODY = "There was an error parsing the body"
 _UNPARSABLE_BODY_ERRORS = [
     {"type": "json_invalid", "loc": ["body"], "msg": "The body is not valid JSON."}
 ]
@@ -113,7 +110,9 @@ _UNPARSABLE_BODY_ERRORS = [
 
 async def _on_http_exception(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    if exc.status_code == 400 and exc.detail == _UNPARSABLE_BODY:
+    # FastAPI raises a 400 from the decoding error of a body it cannot even decode (JSON
+    # that is not UTF-8); the contract calls every malformed body a 422 ``validation_error``.
+    if exc.status_code == 400 and exc.__cause__ is not None:
         return error_response(ErrorCode.VALIDATION_ERROR, _UNPARSABLE_BODY_ERRORS, 422)
     code = _HTTP_CODES.get(exc.status_code, "http_error")
     return error_response(code, str(exc.detail), exc.status_code, dict(exc.headers or {}))
@@ -121,7 +120,7 @@ async def _on_http_exception(_request: Request, exc: Exception) -> JSONResponse:
 
 async def _on_database_unavailable(_request: Request, exc: Exception) -> JSONResponse:
     # Connection refused or lost, pool exhausted, timeouts, a server shutting down or full:
-    # the database, not the request. Anything else is a bug and stays a 500.
+    # the database, not the request. Any other database error is a bug and stays a 500.
     if not is_database_unavailable(exc):
         raise exc
     logger.warning("database unavailable", extra={"fields": {"error": _describe(exc)}})
@@ -155,7 +154,7 @@ _ASYNCPG_UNAVAILABLE_TYPES = frozenset(
 
 
 def _causes(exc: BaseException) -> list[BaseException]:
-    """``exc``, the DB-API error it wraps, and their causes (asyncpg's own exception)."""
+    """``exc``, the driver's error it wraps, and their causes (asyncpg's own exception)."""
     chain: list[BaseException] = []
     todo: list[BaseException | None] = [exc]
     while todo:
@@ -168,16 +167,18 @@ def _causes(exc: BaseException) -> list[BaseException]:
 
 
 def is_database_unavailable(exc: BaseException) -> bool:
-    """Whether ``exc`` means the database is down, unreachable, overloaded or hung."""
+    """Whether ``exc``, a database or pool error, means the database is down, unreachable,
+    overloaded or hung. Nothing else is: an ``OSError`` of the code's own is a bug."""
     if isinstance(exc, PoolTimeoutError):
         return True
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-        return True
-    for item in _causes(exc):
-        # Connection refused or reset, and every timeout (asyncpg's connect and
-        # command_timeout raise the builtin TimeoutError).
-        if isinstance(item, OSError | TimeoutError):
+    if isinstance(exc, DBAPIError):
+        # The connection failed under the driver: refused, reset, or timed out (asyncpg's
+        # connect and command_timeout). db.install_error_translation wraps these.
+        if exc.connection_invalidated or isinstance(exc.orig, OSError | TimeoutError):
             return True
+    elif not isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError):
+        return False
+    for item in _causes(exc):
         sqlstate = getattr(item, "sqlstate", None) or getattr(item, "pgcode", None)
         if isinstance(sqlstate, str) and (
             sqlstate in _UNAVAILABLE_SQLSTATES or sqlstate[:2] in _UNAVAILABLE_SQLSTATE_CLASSES
@@ -212,8 +213,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _on_http_exception)
     app.add_exception_handler(DBAPIError, _on_database_unavailable)
     app.add_exception_handler(PoolTimeoutError, _on_database_unavailable)
-    app.add_exception_handler(OSError, _on_database_unavailable)
-    app.add_exception_handler(TimeoutError, _on_database_unavailable)
     # Raw asyncpg errors, should one escape SQLAlchemy's wrapping (e.g. during connect).
     app.add_exception_handler(asyncpg.PostgresError, _on_database_unavailable)
     app.add_exception_handler(asyncpg.InterfaceError, _on_database_unavailable)

@@ -137,8 +137,9 @@ class LogSink:
             fields["client"] = event.ip_address
         if event.detail is not None:
             fields["detail"] = event.detail
-        for key, value in event.extra.items():
-            fields.setdefault(key, value)
+        if event.sessions_revoked is not None and event.session_id is None:
+            # An event about several sessions says how many it ended.
+            fields["sessions_revoked"] = str(event.sessions_revoked)
         request_id = request_id_var.get()
         if request_id is not None:
             fields["request_id"] = request_id

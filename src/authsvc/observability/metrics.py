@@ -54,7 +54,6 @@ REVOCATIONS: dict[EventType, str] = {
     EventType.USER_DISABLED: "user_disabled",
 }
 
-ALREADY_ENDED = "already ended"  # services.sessions' detail for a no-op revocation
 _LIVE_GAUGE_FILE = re.compile(r"^gauge_live\w*_(\d+)\.db$")
 
 
@@ -84,6 +83,13 @@ class ServiceMetrics:
             "authsvc_sessions_revoked_total",
             "Sessions ended before their cap, by reason.",
             ["reason"],
+            registry=registry,
+        )
+        self.audit_unrecorded = Counter(
+            "authsvc_audit_events_unrecorded_total",
+            "Audit events that could not be written (failed and throttled logins and refreshes,"
+            " written best-effort), by event.",
+            ["event"],
             registry=registry,
         )
         self.password_hash_seconds = Histogram(
@@ -123,27 +129,12 @@ class MetricsSink:
             self._metrics.logins.labels(outcome).inc()
         elif (outcome := REFRESH_OUTCOMES.get(event.type)) is not None:
             self._metrics.refreshes.labels(outcome).inc()
-            if event.type is EventType.REFRESH_REUSED and event.detail == "session_revoked":
-                self._metrics.sessions_revoked.labels("reuse_detected").inc()
-        elif (reason := REVOCATIONS.get(event.type)) is not None:
-            count = revoked_sessions(event)
-            if count > 0:
-                self._metrics.sessions_revoked.labels(reason).inc(count)
-
-
-def revoked_sessions(event: AuthEvent) -> int:
-    """How many sessions a revocation event ended.
-
-    A bulk revocation (logout everywhere, a disabled user) states its count in
-    ``extra["sessions_revoked"]``; an event about one session ended one, unless it had
-    already ended.
-    """
-    stated = event.extra.get("sessions_revoked")
-    if stated is not None and stated.isdigit():
-        return int(stated)
-    if event.detail == ALREADY_ENDED:
-        return 0
-    return 1 if event.session_id is not None else 0
+            if event.type is EventType.REFRESH_REUSED and event.sessions_revoked:
+                self._metrics.sessions_revoked.labels("reuse_detected").inc(event.sessions_revoked)
+        elif (reason := REVOCATIONS.get(event.type)) is not None and event.sessions_revoked:
+            self._metrics.sessions_revoked.labels(reason).inc(event.sessions_revoked)
+        if not event.audited:
+            self._metrics.audit_unrecorded.labels(str(event.type)).inc()
 
 
 # The HTTP metrics keep the names, labels and buckets this service has always exported

@@ -94,9 +94,6 @@ class ThrottleRepository:
             .values(counts_for_account=False)
         )
 
-    async def prune_login_attempts(self, cutoff: datetime) -> None:
-        await self._session.execute(delete(LoginFailure).where(LoginFailure.attempted_at <= cutoff))
-
     # -- registration attempts ------------------------------------------------------------
 
     async def add_registration_attempt(self, *, address: str, now: datetime) -> int:

@@ -1,7 +1,8 @@
 """The use cases of the token lifecycle: register, login, refresh, authenticate.
 
-The only code that commits. One commit per use case, except reuse detection, which commits
-the session's revocation before it raises (the 403 must not outlive a rolled-back revoke).
+Their transactions are units of work (``services.uow``): each change is committed once,
+with its audit event. A refusal is raised after its unit has ended: reuse detection's
+revocation is committed before the client sees the 403.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from authsvc.config import Settings
-from authsvc.db import begin_read_only, begin_single_statement, is_postgresql
+from authsvc.db import autocommit_single_statement
 from authsvc.errors import (
     AccountDisabled,
+    AuthError,
     InvalidCredentials,
     InvalidRefreshToken,
     InvalidToken,
@@ -29,21 +31,27 @@ from authsvc.errors import (
     UsernameTaken,
 )
 from authsvc.models import User
-from authsvc.repositories.sessions import SessionHead, SessionRepository, TokenState
+from authsvc.repositories.sessions import (
+    ConsumedToken,
+    SessionHead,
+    SessionRepository,
+    TokenState,
+)
 from authsvc.repositories.throttle import ThrottleRepository
 from authsvc.repositories.users import UserRepository
 from authsvc.security.password_policy import check_password
 from authsvc.security.passwords import PasswordHasher
 from authsvc.security.tokens import AccessClaims, RefreshClaims, TokenCodec, token_hash
 from authsvc.security.usernames import normalize_username
-from authsvc.services.events import AuthEvent, EventSink, EventType, NullSink
+from authsvc.services.audit import to_row
+from authsvc.services.events import AuthEvent, EventSink, EventType, Reason
 from authsvc.services.throttle import (
     DatabaseThrottle,
-    LoginTicket,
     Throttle,
     ThrottleLimits,
     address_key,
 )
+from authsvc.services.uow import UnitOfWork
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,9 +82,9 @@ class AuthService:
         throttle: Throttle | None = None,
     ) -> None:
         self._db = db
+        self._uow = UnitOfWork(db, events)
         self._throttle = throttle or DatabaseThrottle(db, ThrottleLimits.from_settings(settings))
         self._throttle_rows = ThrottleRepository(db)
-        self._events = events or NullSink()
         self._settings = settings
         self._hasher = hasher
         self._codec = codec
@@ -98,7 +106,7 @@ class AuthService:
             try:
                 await self._throttle.admit_registration(address_key(client.ip_address), now)
             except TooManyAttempts:
-                await self._events.record(
+                await self._uow.report(
                     AuthEvent(EventType.REGISTRATION_THROTTLED, now, ip_address=client.ip_address)
                 )
                 raise
@@ -110,14 +118,17 @@ class AuthService:
         check_password(password, username=username, min_length=self._settings.password_min_length)
         password_hash = await self._hasher.hash(password)
         try:
-            user = await self._users.add(username=username, password_hash=password_hash, now=now)
-            await self._db.commit()
+            async with self._uow.write():
+                user = await self._users.add(
+                    username=username, password_hash=password_hash, now=now
+                )
+                self._uow.record(
+                    AuthEvent(
+                        EventType.USER_REGISTERED, now, user_id=user.id, username=user.username
+                    )
+                )
         except IntegrityError:
-            await self._db.rollback()
             raise UsernameTaken() from None
-        await self._events.record(
-            AuthEvent(EventType.USER_REGISTERED, now, user_id=user.id, username=user.username)
-        )
         return user
 
     async def login(
@@ -146,23 +157,22 @@ class AuthService:
             user_agent=client.user_agent,
         )
         digests = self._codec.address_digests(address)
-        await begin_read_only(self._db)
-        user = await self._users.get_by_username(username)
-        found = (user.id, user.password_hash, user.disabled_at) if user else None
-        # Asked for unknown usernames too, so both cost the same queries.
-        known = await self._known_address(username, digests, now)
+        found: tuple[uuid.UUID, str, datetime | None] | None = None
         try:
-            # An attack that goes on is refused here, at the cost of this read only.
-            await self._throttle.check_login(username, address, now, check_account=not known)
-            # End the read transaction: no connection (or SQLite lock) is held while the
-            # attempt is counted and the password hashed.
-            await self._db.rollback()
+            async with self._uow.read():
+                user = await self._users.get_by_username(username)
+                found = (user.id, user.password_hash, user.disabled_at) if user else None
+                # Asked for unknown usernames too, so both cost the same queries.
+                known = await self._known_address(username, digests, now)
+                # An attack that goes on is refused here, at the cost of this read only.
+                await self._throttle.check_login(username, address, now, check_account=not known)
+            # No connection (or SQLite lock) is held while the attempt is counted and the
+            # password hashed.
             ticket = await self._throttle.admit_login(
                 username, address, now, check_account=not known
             )
         except TooManyAttempts:
-            await self._db.rollback()
-            await self._events.record(
+            await self._uow.report(
                 replace(event, type=EventType.LOGIN_THROTTLED, user_id=found[0] if found else None)
             )
             raise
@@ -173,34 +183,40 @@ class AuthService:
             valid, new_hash = await self._hasher.verify_and_update(password, found[1])
         if found is None or not valid:
             # The attempt stays counted: it is this failure's record.
-            await self._events.record(
-                replace(event, detail="unknown_user")
+            await self._uow.report(
+                replace(event, reason=Reason.UNKNOWN_USER)
                 if found is None
-                else replace(event, user_id=found[0], detail="wrong_password")
+                else replace(event, user_id=found[0], reason=Reason.WRONG_PASSWORD)
             )
             raise InvalidCredentials()
         user_id, _, disabled_at = found
-        # The account may have been disabled while the password was being hashed: check
-        # again under a row lock.
-        if disabled_at is not None or not await self._users.lock_if_enabled(user_id):
-            await self._db.rollback()
-            await self._give_back(ticket)
-            await self._events.record(
-                replace(event, type=EventType.LOGIN_DISABLED, user_id=user_id)
-            )
+        tokens: IssuedTokens | None = None
+        async with self._uow.write():
+            # The account may have been disabled while the password was being hashed: check
+            # again under a row lock.
+            if disabled_at is None and await self._users.lock_if_enabled(user_id):
+                if new_hash is not None:
+                    await self._users.set_password_hash(user_id, new_hash)
+                await self._throttle.give_back_login(ticket, succeeded=True)
+                if self._settings.login_known_address_days > 0:
+                    await self._throttle_rows.remember_address(
+                        user_id=user_id, digest=digests[0], now=now
+                    )
+                tokens = await self._start_session(user_id, client, now)
+                self._uow.record(
+                    replace(
+                        event,
+                        type=EventType.LOGIN_SUCCEEDED,
+                        user_id=user_id,
+                        session_id=tokens.session_id,
+                    )
+                )
+            else:
+                # A right password: the attempt does not count against anyone.
+                await self._throttle.give_back_login(ticket, succeeded=False)
+                self._uow.record(replace(event, type=EventType.LOGIN_DISABLED, user_id=user_id))
+        if tokens is None:
             raise AccountDisabled()
-        if new_hash is not None:
-            await self._users.set_password_hash(user_id, new_hash)
-        await self._throttle.give_back_login(ticket, succeeded=True)
-        if self._settings.login_known_address_days > 0:
-            await self._throttle_rows.remember_address(user_id=user_id, digest=digests[0], now=now)
-        tokens = await self._start_session(user_id, client, now)
-        await self._db.commit()
-        await self._events.record(
-            replace(
-                event, type=EventType.LOGIN_SUCCEEDED, user_id=user_id, session_id=tokens.session_id
-            )
-        )
         return tokens
 
     async def _known_address(self, username: str, digests: list[str], now: datetime) -> bool:
@@ -210,11 +226,6 @@ class AuthService:
         return await self._throttle_rows.is_known_address(
             username=username, digests=digests, since=now - timedelta(days=days)
         )
-
-    async def _give_back(self, ticket: LoginTicket) -> None:
-        """Uncount, in a transaction of its own, an attempt whose password was right."""
-        await self._throttle.give_back_login(ticket, succeeded=False)
-        await self._db.commit()
 
     async def _start_session(
         self, user_id: uuid.UUID, client: ClientInfo, now: datetime
@@ -251,57 +262,56 @@ class AuthService:
         try:
             presented = self._codec.decode_refresh_token(refresh_token)
         except InvalidRefreshToken:
-            await self._events.record(
+            await self._uow.report(
                 AuthEvent(EventType.REFRESH_INVALID, now, ip_address=client.ip_address)
             )
             raise
         presented_hash = token_hash(refresh_token)
-        sid = _uuid_or_none(presented.sid)
-        if is_postgresql(self._db):
-            tokens = await self._rotate_in_one_statement(presented, presented_hash, client, now)
-            if tokens is not None:
-                await self._events.record(
-                    AuthEvent(
-                        EventType.REFRESH_ROTATED,
-                        now,
-                        user_id=tokens.user_id,
-                        session_id=tokens.session_id,
-                        ip_address=client.ip_address,
-                        user_agent=client.user_agent,
-                    )
-                )
-                return tokens
-        consumed = await self._sessions.consume_active(presented_hash, now, session_id=sid)
-        if consumed is not None:
-            head = await self._sessions.touch_active(
-                consumed.session_id, now, ip_address=client.ip_address
+        tokens = await self._rotate_in_one_statement(presented, presented_hash, client, now)
+        if tokens is not None:
+            return tokens
+        try:
+            async with self._uow.write():
+                consumed = await self._sessions.consume_active(presented_hash, now)
+                if consumed is not None:
+                    return await self._rotate(consumed, client, now)
+                outcome = await self._refuse_or_replay(presented_hash, client, now)
+        except _SessionEnded:
+            # The session was revoked or capped: the consumption went with its unit. Say why.
+            async with self._uow.write():
+                outcome = await self._refuse_or_replay(presented_hash, client, now)
+        if isinstance(outcome, AuthError):
+            raise outcome
+        return outcome
+
+    async def _rotate(
+        self, consumed: ConsumedToken, client: ClientInfo, now: datetime
+    ) -> IssuedTokens:
+        head = await self._sessions.touch_active(
+            consumed.session_id, now, ip_address=client.ip_address
+        )
+        if head is None:
+            raise _SessionEnded()
+        claims = self._successor_claims(consumed.token_hash, consumed_at=now, head=head)
+        successor = self._codec.issue_refresh_token(claims)
+        await self._sessions.add_token(
+            session_id=head.id,
+            token_hash=token_hash(successor),
+            issued_at=now,
+            expires_at=_from_ts(claims.exp),
+            parent_id=consumed.id,
+        )
+        self._uow.record(
+            AuthEvent(
+                EventType.REFRESH_ROTATED,
+                now,
+                user_id=head.user_id,
+                session_id=head.id,
+                ip_address=client.ip_address,
+                user_agent=client.user_agent,
             )
-            if head is not None:
-                claims = self._successor_claims(consumed.token_hash, consumed_at=now, head=head)
-                successor = self._codec.issue_refresh_token(claims)
-                await self._sessions.add_token(
-                    session_id=head.id,
-                    token_hash=token_hash(successor),
-                    issued_at=now,
-                    expires_at=_from_ts(claims.exp),
-                    parent_id=consumed.id,
-                )
-                tokens = self._pair(head.user_id, head.id, successor, claims.exp, now)
-                await self._db.commit()
-                await self._events.record(
-                    AuthEvent(
-                        EventType.REFRESH_ROTATED,
-                        now,
-                        user_id=head.user_id,
-                        session_id=head.id,
-                        ip_address=client.ip_address,
-                        user_agent=client.user_agent,
-                    )
-                )
-                return tokens
-            # The session was revoked or capped: undo the consumption, then say why.
-            await self._db.rollback()
-        return await self._refuse_or_replay(presented_hash, client, now, sid)
+        )
+        return self._pair(head.user_id, head.id, successor, claims.exp, now)
 
     async def _rotate_in_one_statement(
         self, presented: RefreshClaims, presented_hash: str, client: ClientInfo, now: datetime
@@ -327,7 +337,16 @@ class AuthService:
             exp=iat + self._settings.refresh_token_ttl_seconds,
         )
         successor = self._codec.issue_refresh_token(claims)
-        await begin_single_statement(self._db, read_only=False)
+        if not await autocommit_single_statement(self._db):
+            return None
+        event = AuthEvent(
+            EventType.REFRESH_ROTATED,
+            now,
+            user_id=user_id,
+            session_id=session_id,
+            ip_address=client.ip_address,
+            user_agent=client.user_agent,
+        )
         rotated = await self._sessions.rotate(
             token_hash=presented_hash,
             session_id=session_id,
@@ -336,22 +355,25 @@ class AuthService:
             ip_address=client.ip_address,
             successor_hash=token_hash(successor),
             successor_expires_at=_from_ts(claims.exp),
+            audit=to_row(event),
         )
         await self._db.commit()
         if not rotated:
             return None
+        await self._uow.announce(event)  # its audit row went with the rotation
         return self._pair(user_id, session_id, successor, claims.exp, now)
 
     async def _refuse_or_replay(
-        self, presented_hash: str, client: ClientInfo, now: datetime, sid: uuid.UUID | None
-    ) -> IssuedTokens:
-        state = await self._sessions.token_state(presented_hash, session_id=sid)
+        self, presented_hash: str, client: ClientInfo, now: datetime
+    ) -> IssuedTokens | AuthError:
+        """In the refresh's unit: a grace retry's tokens, or the error to raise once the unit
+        has committed (with the event, and reuse detection's revocation)."""
+        state = await self._sessions.token_state(presented_hash)
         if state is None:
-            await self._db.rollback()
-            await self._events.record(
+            self._uow.record(
                 AuthEvent(EventType.REFRESH_INVALID, now, ip_address=client.ip_address)
             )
-            raise InvalidRefreshToken()
+            return InvalidRefreshToken()
         event = AuthEvent(
             EventType.REFRESH_INVALID,
             now,
@@ -363,31 +385,23 @@ class AuthService:
         if state.consumed_at is not None:
             replay = await self._grace_replay(state, now)
             if replay is not None:
-                await self._db.rollback()
-                await self._events.record(replace(event, type=EventType.REFRESH_GRACE))
+                self._uow.record(replace(event, type=EventType.REFRESH_GRACE))
                 return replay
             # RFC 9700 §4.14.2: a rotated token came back, so one of its holders is an
-            # attacker; revoke the whole session. This is the one commit-then-raise: the
-            # revocation must be durable before the client sees the 403.
+            # attacker; revoke the whole session (committed before the client sees the 403).
             revoked = await self._sessions.revoke(state.session_id, now, "reuse_detected")
-            await self._db.commit()
-            await self._events.record(
-                replace(
-                    event,
-                    type=EventType.REFRESH_REUSED,
-                    detail="session_revoked" if revoked else None,
-                )
+            self._uow.record(
+                replace(event, type=EventType.REFRESH_REUSED, sessions_revoked=int(revoked))
             )
-            raise RefreshTokenReused()
-        await self._db.rollback()
+            return RefreshTokenReused()
         if state.session_revoked_at is not None or state.user_disabled_at is not None:
-            await self._events.record(replace(event, type=EventType.REFRESH_REVOKED))
-            raise RefreshTokenRevoked()
+            self._uow.record(replace(event, type=EventType.REFRESH_REVOKED))
+            return RefreshTokenRevoked()
         if state.token_expires_at <= now or state.session_expires_at <= now:
-            await self._events.record(replace(event, type=EventType.REFRESH_EXPIRED))
-            raise RefreshTokenExpired()
-        await self._events.record(event)
-        raise InvalidRefreshToken()
+            self._uow.record(replace(event, type=EventType.REFRESH_EXPIRED))
+            return RefreshTokenExpired()
+        self._uow.record(event)
+        return InvalidRefreshToken()
 
     async def _grace_replay(self, state: TokenState, now: datetime) -> IssuedTokens | None:
         """The successor a benign retry gets again, or ``None`` when it is not one.
@@ -470,25 +484,25 @@ class AuthService:
             user_id, session_id = uuid.UUID(claims.sub), uuid.UUID(claims.sid)
         except ValueError:
             raise InvalidToken() from None
-        # One statement (the session joined to its user by primary key): no transaction
-        # round trips on PostgreSQL.
-        await begin_single_statement(self._db, read_only=True)
-        user = await self._sessions.active_user(session_id=session_id, user_id=user_id, now=now)
-        # End the read-only transaction here: a route that goes on to write (logout, end a
-        # session) must start its own write transaction. On SQLite, upgrading this read
-        # snapshot to a writer after another commit fails at once with "database is locked".
-        # (A commit, not a rollback: expire_on_commit=False keeps ``user`` loaded.)
-        await self._db.commit()
+        # One statement (the session joined to its user by primary key): on PostgreSQL in
+        # autocommit, no transaction round trips; elsewhere a read unit of its own (a route
+        # that goes on to write starts a write unit; on SQLite, upgrading this read snapshot
+        # to a writer after another commit would fail at once with "database is locked").
+        if await autocommit_single_statement(self._db):
+            user = await self._sessions.active_user(session_id=session_id, user_id=user_id, now=now)
+            await self._db.commit()
+        else:
+            async with self._uow.read():
+                user = await self._sessions.active_user(
+                    session_id=session_id, user_id=user_id, now=now
+                )
         if user is None:
             raise InvalidToken()
         return user
 
 
-def _uuid_or_none(value: str) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        return None
+class _SessionEnded(Exception):
+    """Raised in a rotation's unit to undo it: the token's session ended meanwhile."""
 
 
 def _from_ts(ts: int) -> datetime:

@@ -1,14 +1,16 @@
 """Authentication events: what happened, to whom, from where. Never a token or password.
 
-Services report events to an ``EventSink``; the audit trail, metrics and structured logs
-are sinks. A sink is called after the change it reports has been committed.
+Services record events in their unit of work (``services.uow``): the audit row is written in
+the transaction of the change it records; the other sinks (metrics, structured logs) see the
+event once that transaction has committed. Sinks read the typed fields (``reason``,
+``sessions_revoked``); ``detail`` is the text the audit trail and the logs show for them.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
@@ -33,6 +35,16 @@ class EventType(StrEnum):
     USER_ENABLED = "user_enabled"
 
 
+class Reason(StrEnum):
+    """Why an event happened, where its type alone does not say."""
+
+    UNKNOWN_USER = "unknown_user"  # a failed login: no such user
+    WRONG_PASSWORD = "wrong_password"  # noqa: S105 - a failed login: the user exists
+    ALL_SESSIONS = "all_sessions"  # a logout of every session of the user
+    REFRESH_TOKEN_REVOKED = "refresh_token_revoked"  # noqa: S105 - RFC 7009, by a refresh token
+    ACCESS_TOKEN_REVOKED = "access_token_revoked"  # noqa: S105 - RFC 7009, by an access token
+
+
 @dataclass(frozen=True, slots=True)
 class AuthEvent:
     type: EventType
@@ -42,8 +54,33 @@ class AuthEvent:
     session_id: uuid.UUID | None = None
     ip_address: str | None = None
     user_agent: str | None = None
-    detail: str | None = None
-    extra: dict[str, str] = field(default_factory=dict)
+    reason: Reason | None = None
+    # How many sessions the event ended (revocations, reuse detection, a disabled user).
+    sessions_revoked: int | None = None
+    # False once the audit trail could not take it (a best-effort event, see services.uow).
+    audited: bool = True
+
+    @property
+    def detail(self) -> str | None:
+        """The event's detail as the audit trail and the logs write it."""
+        n = self.sessions_revoked
+        if self.type is EventType.USER_DISABLED:
+            return f"{n or 0} session(s) revoked"
+        if self.reason is Reason.ALL_SESSIONS:
+            return f"all sessions ({n or 0} revoked)"
+        if self.type is EventType.REFRESH_REUSED:
+            return "session_revoked" if n else None
+        if self.type in (EventType.LOGOUT, EventType.SESSION_REVOKED) and n == 0:
+            return "already ended"
+        return _DETAILS.get(self.reason) if self.reason is not None else None
+
+
+_DETAILS = {
+    Reason.UNKNOWN_USER: "unknown_user",
+    Reason.WRONG_PASSWORD: "wrong_password",
+    Reason.REFRESH_TOKEN_REVOKED: "refresh token revoked (RFC 7009)",
+    Reason.ACCESS_TOKEN_REVOKED: "access token revoked (RFC 7009)",
+}
 
 
 class EventSink(Protocol):

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from authsvc.config import Settings
 from authsvc.repositories.housekeeping import HousekeepingRepository
 from authsvc.services.throttle import ThrottleLimits
+from authsvc.services.uow import UnitOfWork
 
 logger = logging.getLogger("authsvc.purge")
 IdT = TypeVar("IdT")
@@ -50,11 +51,10 @@ async def _in_batches(
 ) -> int:
     total = 0
     while True:
-        async with sessionmaker() as db:
+        async with sessionmaker() as db, UnitOfWork(db).write():
             repo = HousekeepingRepository(db)
             ids = await find(repo)
             deleted = await remove(repo, ids)
-            await db.commit()
         total += deleted
         if len(ids) < batch_size:
             return total

@@ -15,14 +15,14 @@ from typing import Literal
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from authsvc.config import Settings
-from authsvc.db import begin_read_only
 from authsvc.errors import InvalidRefreshToken, InvalidToken, SessionNotFound, TokenExpired
 from authsvc.repositories.sessions import SessionRepository, TokenState
 from authsvc.repositories.users import UserRepository
 from authsvc.schemas import IntrospectionOut, SessionOut
 from authsvc.security.tokens import AccessClaims, RefreshClaims, TokenCodec, token_hash
 from authsvc.services.auth import ClientInfo
-from authsvc.services.events import AuthEvent, EventSink, EventType, NullSink
+from authsvc.services.events import AuthEvent, EventSink, EventType, Reason
+from authsvc.services.uow import UnitOfWork
 
 TokenTypeHint = Literal["refresh_token", "access_token"]
 
@@ -43,10 +43,9 @@ class SessionService:
         codec: TokenCodec,
         events: EventSink | None = None,
     ) -> None:
-        self._db = db
+        self._uow = UnitOfWork(db, events)
         self._settings = settings
         self._codec = codec
-        self._events = events or NullSink()
         self._sessions = SessionRepository(db)
         self._users = UserRepository(db)
 
@@ -54,37 +53,37 @@ class SessionService:
 
     async def logout(self, *, refresh_token: str, client: ClientInfo, now: datetime) -> None:
         """Revoke the session of a refresh token; a no-op for any token that is not ours."""
-        state = await self._refresh_token_state(refresh_token)
-        if state is None:
-            await self._db.rollback()
-            return
-        await self._revoke(state.session_id, state.user_id, "logout", EventType.LOGOUT, client, now)
+        async with self._uow.write():
+            state = await self._refresh_token_state(refresh_token)
+            if state is not None:
+                await self._revoke(
+                    state.session_id, state.user_id, "logout", EventType.LOGOUT, client, now
+                )
 
     async def logout_all(self, *, user_id: uuid.UUID, client: ClientInfo, now: datetime) -> int:
         """Revoke every session of the user; returns how many were live."""
-        count = await self._sessions.revoke_all_for_user(user_id, now, "logout_all")
-        await self._db.commit()
-        await self._events.record(
-            AuthEvent(
-                EventType.LOGOUT,
-                now,
-                user_id=user_id,
-                ip_address=client.ip_address,
-                user_agent=client.user_agent,
-                detail=f"all sessions ({count} revoked)",
-                extra={"sessions_revoked": str(count)},
+        async with self._uow.write():
+            count = await self._sessions.revoke_all_for_user(user_id, now, "logout_all")
+            self._uow.record(
+                AuthEvent(
+                    EventType.LOGOUT,
+                    now,
+                    user_id=user_id,
+                    ip_address=client.ip_address,
+                    user_agent=client.user_agent,
+                    reason=Reason.ALL_SESSIONS,
+                    sessions_revoked=count,
+                )
             )
-        )
         return count
 
     async def list_sessions(
         self, *, user_id: uuid.UUID, current_session: str, now: datetime
     ) -> list[SessionOut]:
         """The user's live sessions, newest first; ``current`` marks ``current_session``."""
-        await begin_read_only(self._db)
-        rows = await self._sessions.list_live(user_id, now)
-        # Copied out before the rollback, which expires the ORM rows.
-        sessions = [
+        async with self._uow.read():
+            rows = await self._sessions.list_live(user_id, now)
+        return [
             SessionOut(
                 id=s.id,
                 created_at=s.created_at,
@@ -96,8 +95,6 @@ class SessionService:
             )
             for s, until in rows
         ]
-        await self._db.rollback()
-        return sessions
 
     async def end_session(
         self, *, user_id: uuid.UUID, session_id: str, client: ClientInfo, now: datetime
@@ -107,11 +104,16 @@ class SessionService:
         Ending a session that already ended is not an error (DELETE is idempotent).
         """
         sid = _uuid(session_id)
-        owner = await self._sessions.owner_of(sid) if sid is not None else None
-        if sid is None or owner != user_id:
-            await self._db.rollback()
+        if sid is None:
             raise SessionNotFound()
-        await self._revoke(sid, user_id, "revoked_by_user", EventType.SESSION_REVOKED, client, now)
+        async with self._uow.write():
+            owned = await self._sessions.owner_of(sid) == user_id
+            if owned:
+                await self._revoke(
+                    sid, user_id, "revoked_by_user", EventType.SESSION_REVOKED, client, now
+                )
+        if not owned:
+            raise SessionNotFound()
 
     # -- for other services ----------------------------------------------------------------
 
@@ -124,49 +126,46 @@ class SessionService:
             if hint == "access_token"
             else ("refresh_token", "access_token")
         )
-        for kind in order:
-            if kind == "refresh_token":
-                state = await self._refresh_token_state(token)
-                if state is not None:
-                    await self._revoke(
-                        state.session_id,
-                        state.user_id,
-                        "revoked",
-                        EventType.SESSION_REVOKED,
-                        client,
-                        now,
-                        detail="refresh token revoked (RFC 7009)",
-                    )
-                    return
-            else:
-                ids = self._access_token_ids(token)
-                if ids is not None:
-                    user_id, sid = ids
-                    if await self._sessions.owner_of(sid) == user_id:
+        async with self._uow.write():
+            for kind in order:
+                if kind == "refresh_token":
+                    state = await self._refresh_token_state(token)
+                    if state is not None:
                         await self._revoke(
-                            sid,
-                            user_id,
+                            state.session_id,
+                            state.user_id,
                             "revoked",
                             EventType.SESSION_REVOKED,
                             client,
                             now,
-                            detail="access token revoked (RFC 7009)",
+                            event_reason=Reason.REFRESH_TOKEN_REVOKED,
                         )
                         return
-        await self._db.rollback()
+                else:
+                    ids = self._access_token_ids(token)
+                    if ids is not None:
+                        user_id, sid = ids
+                        if await self._sessions.owner_of(sid) == user_id:
+                            await self._revoke(
+                                sid,
+                                user_id,
+                                "revoked",
+                                EventType.SESSION_REVOKED,
+                                client,
+                                now,
+                                event_reason=Reason.ACCESS_TOKEN_REVOKED,
+                            )
+                            return
 
     async def introspect(self, *, token: str, now: datetime) -> IntrospectionOut:
         """RFC 7662: the claims of a live token whose session is active, else only
         ``active: false``."""
-        await begin_read_only(self._db)
-        try:
+        async with self._uow.read():
             return (
                 await self._introspect_access(token, now)
                 or await self._introspect_refresh(token, now)
                 or IntrospectionOut(active=False)
             )
-        finally:
-            await self._db.rollback()
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -248,11 +247,11 @@ class SessionService:
         client: ClientInfo,
         now: datetime,
         *,
-        detail: str | None = None,
+        event_reason: Reason | None = None,
     ) -> None:
+        """Revoke one session and record the event, in the caller's write unit."""
         revoked = await self._sessions.revoke(session_id, now, reason)
-        await self._db.commit()
-        await self._events.record(
+        self._uow.record(
             AuthEvent(
                 event_type,
                 now,
@@ -260,6 +259,7 @@ class SessionService:
                 session_id=session_id,
                 ip_address=client.ip_address,
                 user_agent=client.user_agent,
-                detail=detail if revoked else "already ended",
+                reason=event_reason,
+                sessions_revoked=int(revoked),
             )
         )

@@ -55,17 +55,15 @@ from typing import TYPE_CHECKING, Protocol
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from authsvc.config import Settings
-from authsvc.db import begin_read_only
 from authsvc.errors import ServiceUnavailable, TooManyAttempts
 from authsvc.repositories.throttle import LoginWindow, ThrottleRepository
+from authsvc.services.uow import UnitOfWork
 
 if TYPE_CHECKING:
     import coredis
 
 # Stands in for a missing client address (an ASGI server that reports no peer).
 UNKNOWN_ADDRESS = "unknown"
-# The database prunes expired attempts on one insert in this many (cheap, and no cron).
-PRUNE_EVERY = 64
 REGISTRATION_REFUSED = "Too many registration attempts from this address; try again later."
 
 
@@ -148,7 +146,7 @@ class Throttle(Protocol):
     ) -> None:
         """Raise ``TooManyAttempts`` if a window is full already, counting nothing: a cheap
         early refusal for an attack that goes on (``admit_login`` decides). On the database
-        this runs in the caller's transaction."""
+        this joins the caller's unit of work."""
 
     async def admit_login(
         self, username: str, address: str, now: datetime, *, check_account: bool
@@ -158,7 +156,7 @@ class Throttle(Protocol):
 
     async def give_back_login(self, ticket: LoginTicket, *, succeeded: bool) -> None:
         """Uncount an attempt whose password was right or never checked; ``succeeded``
-        also ends the account's run. On the database this joins the caller's transaction."""
+        also ends the account's run. On the database this joins the caller's unit of work."""
 
     async def admit_registration(self, address: str, now: datetime) -> None:
         """Count a registration attempt; ``TooManyAttempts`` (uncounted) over the limit."""
@@ -177,15 +175,17 @@ def _wait(blocker: datetime, start: datetime, seconds: int) -> float:
 
 
 class DatabaseThrottle:
-    """Attempts as rows (``login_failures``, ``registration_attempts``) on the caller's session.
+    """Attempts as rows (``login_failures``, ``registration_attempts``), in units of work on
+    the caller's session.
 
-    ``admit_*`` commits the attempt's row at once, then counts in a new (read-only)
-    transaction; a refused attempt's row is deleted and committed before the refusal.
-    ``give_back_login`` joins the caller's transaction: a login commits it with its session.
+    ``admit_*`` commits the attempt's row in a unit of its own, then counts in a new read
+    unit; a refused attempt's row is deleted (in a third unit) before the refusal.
+    ``check_login`` and ``give_back_login`` join the caller's unit: a login gives its count
+    back in the unit that starts its session. Expired rows go with ``authsvc purge``.
     """
 
     def __init__(self, db: AsyncSession, limits: ThrottleLimits) -> None:
-        self._db = db
+        self._uow = UnitOfWork(db)
         self._limits = limits
         self._rows = ThrottleRepository(db)
 
@@ -211,49 +211,50 @@ class DatabaseThrottle:
     async def check_login(
         self, username: str, address: str, now: datetime, *, check_account: bool
     ) -> None:
-        _refuse(await self._login_waits(username, address, now, check_account, None))
+        async with self._uow.read():
+            waits = await self._login_waits(username, address, now, check_account, None)
+        _refuse(waits)
 
     async def admit_login(
         self, username: str, address: str, now: datetime, *, check_account: bool
     ) -> LoginTicket:
-        attempt = await self._rows.add_login_attempt(username=username, address=address, now=now)
-        if attempt % PRUNE_EVERY == 0:
-            await self._rows.prune_login_attempts(
-                now - timedelta(seconds=self._limits.retention_seconds)
+        self._uow.require_no_unit("count before check")
+        async with self._uow.write():
+            attempt = await self._rows.add_login_attempt(
+                username=username, address=address, now=now
             )
-        await self._db.commit()
-        # A new transaction, begun after the commit above: it sees every attempt committed
+        # A new transaction, begun after that commit: it sees every attempt committed
         # before it (see the module docstring for why that bounds the checks).
-        await begin_read_only(self._db)
-        waits = await self._login_waits(username, address, now, check_account, attempt)
-        await self._db.rollback()
+        async with self._uow.read():
+            waits = await self._login_waits(username, address, now, check_account, attempt)
         if waits:
-            await self._rows.remove_login_attempt(attempt)
-            await self._db.commit()
+            async with self._uow.write():
+                await self._rows.remove_login_attempt(attempt)
             _refuse(waits)
         return LoginTicket(username, address, attempt)
 
     async def give_back_login(self, ticket: LoginTicket, *, succeeded: bool) -> None:
         assert isinstance(ticket.ref, int)
-        await self._rows.remove_login_attempt(ticket.ref)
-        if succeeded:
-            await self._rows.end_account_run(ticket.username)
+        async with self._uow.write():
+            await self._rows.remove_login_attempt(ticket.ref)
+            if succeeded:
+                await self._rows.end_account_run(ticket.username)
 
     async def admit_registration(self, address: str, now: datetime) -> None:
-        attempt = await self._rows.add_registration_attempt(address=address, now=now)
-        await self._db.commit()
-        await begin_read_only(self._db)
+        self._uow.require_no_unit("count before check")
+        async with self._uow.write():
+            attempt = await self._rows.add_registration_attempt(address=address, now=now)
         start = now - timedelta(seconds=self._limits.register_window_seconds)
-        blocker = await self._rows.registration_blocker(
-            address=address,
-            since=start,
-            limit=self._limits.register_max_per_address,
-            own_id=attempt,
-        )
-        await self._db.rollback()
+        async with self._uow.read():
+            blocker = await self._rows.registration_blocker(
+                address=address,
+                since=start,
+                limit=self._limits.register_max_per_address,
+                own_id=attempt,
+            )
         if blocker is not None:
-            await self._rows.remove_registration_attempt(attempt)
-            await self._db.commit()
+            async with self._uow.write():
+                await self._rows.remove_registration_attempt(attempt)
             _refuse(
                 [_wait(blocker, start, self._limits.register_window_seconds)],
                 REGISTRATION_REFUSED,
