@@ -126,11 +126,13 @@ class DatabaseSettings(_Group):
         0, ge=0, description="Connections opened beyond the pool at a burst (closed after)."
     )
     # A dead or hung database must give 503 within 5 s (README, *Configuration*). The worst
-    # chain on a hung one is a wait for a pooled connection, its pre-ping timing out, and its
-    # quick close (db.QuickCloseConnection): 1 + 2 + 0.5 s. Measured by
-    # tests/e2e/test_database_outage.
+    # chain on a hung one is a wait for a pooled connection, its ping (db.install_checkout_check)
+    # or first statement timing out, and its quick close (db.QuickCloseConnection):
+    # 1 + 2 + 0.5 s. Measured by tests/e2e/test_database_outage.
     db_connect_timeout_seconds: float = Field(
-        2.0, gt=0, description="Time allowed to open a connection (and for its pre-ping)."
+        2.0,
+        gt=0,
+        description="Time allowed to open a connection (and for its ping after an idle spell).",
     )
     db_pool_timeout_seconds: float = Field(
         1.0, gt=0, description="Time a request waits for a pooled connection."

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 import weakref
 from collections.abc import AsyncIterator
@@ -14,11 +15,12 @@ from typing import Any
 import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import DateTime, MetaData, event
 from sqlalchemy.engine import Dialect, Engine, ExceptionContext, make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DisconnectionError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.asyncio import AsyncSession as AsyncSession
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
+from sqlalchemy.util import await_
 
 from authsvc.config import Settings
 from authsvc.errors import ServiceUnavailable
@@ -139,13 +141,59 @@ def make_engine(settings: Settings, **overrides: Any) -> AsyncEngine:
         "pool_size": settings.database.db_pool_size,
         "max_overflow": settings.database.db_max_overflow,
         "pool_timeout": settings.database.db_pool_timeout_seconds,
-        "pool_pre_ping": True,
         "pool_recycle": 1800,
         "connect_args": _asyncpg_connect_args(settings),
     }
     engine = create_async_engine(url, **_with_overrides(kwargs, overrides))
+    install_checkout_check(engine, timeout=settings.database.db_statement_timeout_seconds)
     install_error_translation(engine)
+    if settings.database.db_pgbouncer:
+        engine = engine.execution_options(**{BEHIND_PGBOUNCER: True})
     return engine
+
+
+# An engine option: the engine talks to PgBouncer in transaction mode.
+BEHIND_PGBOUNCER = "authsvc_behind_pgbouncer"
+
+
+# A pooled connection that has been idle longer than this is pinged before use.
+PING_AFTER_IDLE_SECONDS = 5.0
+_IDLE_SINCE = "authsvc_idle_since"
+
+
+def install_checkout_check(engine: AsyncEngine, *, timeout: float) -> None:
+    """Hand out only live connections, at the cost of a round trip only when it can matter.
+
+    SQLAlchemy's ``pool_pre_ping`` costs every checkout three round trips on asyncpg
+    (``BEGIN``, a query, ``ROLLBACK``): more than a bearer check's own query. Here a
+    connection the server has closed (a restart, a terminated backend: asyncpg sees the
+    socket close) is replaced without any; one that has sat in the pool for over
+    ``PING_AFTER_IDLE_SECONDS`` (a firewall or proxy may have dropped it silently) is
+    pinged with one simple-protocol query, which PgBouncer's transaction mode also serves.
+    A failed check makes the pool replace the connection, as a failed pre-ping did.
+    """
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _connected(_dbapi_connection: Any, record: Any) -> None:
+        record.info[_IDLE_SINCE] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _checked_in(_dbapi_connection: Any, record: Any) -> None:
+        if record is not None:
+            record.info[_IDLE_SINCE] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _checked_out(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        driver = dbapi_connection.driver_connection
+        if driver.is_closed():
+            raise DisconnectionError("the server closed the connection")
+        idle_since = record.info.get(_IDLE_SINCE)
+        if idle_since is not None and time.monotonic() - idle_since <= PING_AFTER_IDLE_SECONDS:
+            return
+        try:
+            await_(driver.execute(";", timeout=timeout))
+        except Exception as exc:
+            raise DisconnectionError("the connection failed its ping") from exc
 
 
 # What a driver raises, unwrapped, when the database's connection fails under it: the
@@ -275,6 +323,27 @@ async def begin_read_only(session: AsyncSession) -> None:
     """
     if not session.in_transaction():
         await session.connection(execution_options={READ_ONLY: True})
+
+
+async def autocommit_single_statement(session: AsyncSession) -> bool:
+    """Start ``session``'s next unit in autocommit if it can be, and say whether it was.
+
+    On PostgreSQL a unit that does its work in one statement needs no ``BEGIN``/``COMMIT``
+    round trips: one statement is atomic and sees one snapshot on its own. Not behind
+    PgBouncer in transaction mode: there asyncpg's prepare and execute of one statement
+    could reach two server connections unless a transaction holds one; nor on SQLite.
+    The caller then runs exactly one statement and commits (a no-op that ends the unit).
+    """
+    if session.in_transaction() or not is_postgresql(session):
+        return False
+    if session.get_bind().get_execution_options().get(BEHIND_PGBOUNCER):
+        return False
+    await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+    return True
+
+
+def is_postgresql(session: AsyncSession) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
 
 
 class WriterTurns:

@@ -25,9 +25,9 @@ from authsvc.config import Settings, get_settings
 from authsvc.db import make_engine, make_sessionmaker
 from authsvc.observability.logs import LogSink
 from authsvc.observability.metrics import (
+    HTTPMetricsMiddleware,
     MetricsSink,
     ServiceMetrics,
-    instrument,
     mark_this_worker_dead,
 )
 from authsvc.security.keys import load_previous_keys, load_signing_key
@@ -119,7 +119,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Outermost but for metrics and the request log, so an oversized body is refused
     # before anything reads it.
     app.add_middleware(BodySizeLimitMiddleware)
-    instrument(app, metrics.registry)
+    app.add_middleware(HTTPMetricsMiddleware, registry=metrics.registry)
     # Outermost: every response, a 413 or a 500 included, carries X-Request-ID and is logged.
     app.add_middleware(RequestContextMiddleware)
     # Outside even that: HSTS goes on every HTTPS response, whoever sent it.

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
+import sys
 import threading
 import time
 from contextvars import Context
@@ -9,6 +11,7 @@ from contextvars import Context
 import pytest
 
 from authsvc.errors import HashingBusy
+from authsvc.security import passwords
 from authsvc.security.passwords import PasswordHasher
 
 
@@ -161,3 +164,19 @@ async def test_hashes_run_in_the_hashers_own_threads_only() -> None:
     assert len(recorder.threads) <= 2
     assert recorder.most <= 2
     assert threading.get_ident() not in recorder.threads  # never on the event loop's thread
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="per-thread nice values are Linux's")
+async def test_hashing_threads_run_at_the_lowest_priority() -> None:
+    hasher = PasswordHasher(concurrency=2, memory_cost=1024, time_cost=1)
+
+    def nice_of_this_thread() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    try:
+        seen = await asyncio.gather(*(hasher._run("probe", nice_of_this_thread) for _ in range(4)))
+    finally:
+        hasher.close()
+    assert set(seen) == {passwords.HASH_THREAD_NICE}
+    # The event loop's own thread keeps its priority.
+    assert nice_of_this_thread() == os.getpriority(os.PRIO_PROCESS, 0) < passwords.HASH_THREAD_NICE

@@ -1,4 +1,8 @@
-"""Dependencies and their ``Annotated`` aliases."""
+"""Dependencies and their ``Annotated`` aliases.
+
+Every dependency is ``async def``, even those that never await: FastAPI runs a plain
+``def`` dependency in the thread pool, a thread hand-off per dependency per request.
+"""
 
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ from authsvc.services.auth import AuthService, ClientInfo
 from authsvc.services.sessions import SessionService
 
 
-def get_context(request: Request) -> AppContext:
+async def get_context(request: Request) -> AppContext:
     ctx: AppContext = request.app.state.ctx
     return ctx
 
@@ -30,7 +34,7 @@ def get_context(request: Request) -> AppContext:
 ContextDep = Annotated[AppContext, Depends(get_context)]
 
 
-def get_settings_dep(ctx: ContextDep) -> Settings:
+async def get_settings_dep(ctx: ContextDep) -> Settings:
     return ctx.settings
 
 
@@ -46,7 +50,7 @@ async def get_db(ctx: ContextDep) -> AsyncIterator[AsyncSession]:
 DbSession = Annotated[AsyncSession, Depends(get_db)]
 
 
-def get_auth_service(ctx: ContextDep, db: DbSession) -> AuthService:
+async def get_auth_service(ctx: ContextDep, db: DbSession) -> AuthService:
     return AuthService(
         db,
         settings=ctx.settings,
@@ -60,14 +64,14 @@ def get_auth_service(ctx: ContextDep, db: DbSession) -> AuthService:
 AuthServiceDep = Annotated[AuthService, Depends(get_auth_service)]
 
 
-def get_session_service(ctx: ContextDep, db: DbSession) -> SessionService:
+async def get_session_service(ctx: ContextDep, db: DbSession) -> SessionService:
     return SessionService(db, settings=ctx.settings, codec=ctx.codec, events=ctx.events)
 
 
 SessionServiceDep = Annotated[SessionService, Depends(get_session_service)]
 
 
-def get_now() -> datetime:
+async def get_now() -> datetime:
     return datetime.now(UTC)
 
 
@@ -108,7 +112,7 @@ def _canonical_ip(text: str) -> str | None:
     return str(ip)
 
 
-def get_client(request: Request, settings: SettingsDep) -> ClientInfo:
+async def get_client(request: Request, settings: SettingsDep) -> ClientInfo:
     agent = request.headers.get("user-agent")
     return ClientInfo(
         ip_address=client_address(request, settings.operations.trusted_proxies),

@@ -23,7 +23,7 @@ from authsvc.security.tokens import AccessClaims
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="login", auto_error=False)
 
 
-def get_access_claims(
+async def get_access_claims(
     ctx: ContextDep, token: Annotated[str | None, Depends(oauth2_scheme)]
 ) -> AccessClaims:
     if not token or not token.strip():
@@ -74,7 +74,7 @@ def authenticate_client(authorization: str | None, settings: Settings) -> str:
     return matched
 
 
-def get_introspection_client(request: Request, settings: SettingsDep) -> str:
+async def get_introspection_client(request: Request, settings: SettingsDep) -> str:
     # The header is read from the request, not declared: the docs page documents the scheme
     # in the route's description, and a declared header would show as a plain parameter.
     return authenticate_client(request.headers.get("authorization"), settings)

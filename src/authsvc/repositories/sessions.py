@@ -5,11 +5,12 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from authsvc.models import AuthSession, RefreshToken, User
+from authsvc.models import AuditEvent, AuthSession, RefreshToken, User
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,12 +91,15 @@ class SessionRepository:
         )
         await self._session.flush()
 
-    async def consume_active(self, token_hash: str, now: datetime) -> ConsumedToken | None:
+    async def consume_active(
+        self, token_hash: str, now: datetime, *, session_id: uuid.UUID | None = None
+    ) -> ConsumedToken | None:
         """Mark a live token consumed, atomically; ``None`` when it was not live.
 
         A single conditional ``UPDATE ... RETURNING``: of N concurrent callers exactly
         one gets the row (PostgreSQL re-checks the condition after the row lock is
-        released; SQLite serialises writers with ``BEGIN IMMEDIATE``).
+        released; SQLite serialises writers with ``BEGIN IMMEDIATE``). With ``session_id``
+        (the token's ``sid``) the statement also filters by it (see ``_by_session``).
         """
         result = await self._session.execute(
             update(RefreshToken)
@@ -103,6 +107,7 @@ class SessionRepository:
                 RefreshToken.token_hash == token_hash,
                 RefreshToken.consumed_at.is_(None),
                 RefreshToken.expires_at > now,
+                *_by_session(RefreshToken.session_id, session_id),
             )
             .values(consumed_at=now)
             .returning(RefreshToken.id, RefreshToken.session_id, RefreshToken.token_hash)
@@ -132,7 +137,63 @@ class SessionRepository:
         row = result.one_or_none()
         return SessionHead(row.id, row.user_id, row.expires_at) if row else None
 
-    async def token_state(self, token_hash: str) -> TokenState | None:
+    async def rotate(
+        self,
+        *,
+        token_hash: str,
+        session_id: uuid.UUID,
+        user_id: uuid.UUID,
+        now: datetime,
+        ip_address: str | None,
+        successor_hash: str,
+        successor_expires_at: datetime,
+        audit: AuditEvent | None = None,
+    ) -> bool:
+        """PostgreSQL: a whole rotation in ONE statement (data-modifying CTEs); whether it
+        happened. Either all of it happens or nothing does:
+
+        1. the session (by id, and of ``user_id``) is locked if it is live with its cap at or
+           after ``successor_expires_at`` (so the successor's expiry is not cut by the cap);
+        2. the presented token is consumed if it is live and belongs to that session;
+        3. the session is touched (``last_used_at``, ``ip_address`` when known);
+        4. the successor is inserted, its parent the consumed token;
+        5. with ``audit``, the rotation's audit row is inserted too.
+
+        Every step depends on the one before, so a token already consumed, a session revoked
+        or capped, or a cap that would shorten the successor change nothing: the caller then
+        takes the general path, which tells these apart. Concurrent presentations of one
+        token queue on the session's row lock; the first consumes it, the others find it
+        consumed (PostgreSQL re-checks the condition on the row's newest version). Every
+        statement filters by session id, so the tables can be distributed by it.
+        """
+        params = {
+            "token_hash": token_hash,
+            "session_id": session_id,
+            "user_id": user_id,
+            "now": now,
+            "ip_address": ip_address,
+            "successor_id": uuid.uuid4(),
+            "successor_hash": successor_hash,
+            "successor_expires_at": successor_expires_at,
+        }
+        statement = _ROTATE
+        if audit is not None:
+            statement = _ROTATE_AUDITED
+            params.update(
+                audit_occurred_at=audit.occurred_at,
+                audit_event=audit.event,
+                audit_username=audit.username,
+                audit_user_agent=audit.user_agent,
+                audit_detail=audit.detail,
+                audit_ip_address=audit.ip_address,
+            )
+        connection = await self._session.connection()
+        result = await connection.execute(statement, params)
+        return result.scalar_one_or_none() is not None
+
+    async def token_state(
+        self, token_hash: str, *, session_id: uuid.UUID | None = None
+    ) -> TokenState | None:
         result = await self._session.execute(
             select(
                 RefreshToken.id,
@@ -147,18 +208,24 @@ class SessionRepository:
             )
             .join(AuthSession, AuthSession.id == RefreshToken.session_id)
             .join(User, User.id == AuthSession.user_id)
-            .where(RefreshToken.token_hash == token_hash)
+            .where(
+                RefreshToken.token_hash == token_hash,
+                *_by_session(RefreshToken.session_id, session_id),
+            )
         )
         row = result.one_or_none()
         return TokenState(*row) if row else None
 
-    async def live_successor(self, parent_id: uuid.UUID, now: datetime) -> RefreshToken | None:
+    async def live_successor(
+        self, parent_id: uuid.UUID, now: datetime, *, session_id: uuid.UUID | None = None
+    ) -> RefreshToken | None:
         """The unconsumed, unexpired token that replaced ``parent_id``, if it is the newest."""
         result = await self._session.execute(
             select(RefreshToken).where(
                 RefreshToken.parent_id == parent_id,
                 RefreshToken.consumed_at.is_(None),
                 RefreshToken.expires_at > now,
+                *_by_session(RefreshToken.session_id, session_id),
             )
         )
         return result.scalar_one_or_none()
@@ -187,19 +254,26 @@ class SessionRepository:
     async def active_user(
         self, *, session_id: uuid.UUID, user_id: uuid.UUID, now: datetime
     ) -> User | None:
-        """The user of a live session (not revoked, within its cap, user enabled)."""
-        result = await self._session.execute(
-            select(User)
-            .join(AuthSession, AuthSession.user_id == User.id)
-            .where(
-                AuthSession.id == session_id,
-                AuthSession.user_id == user_id,
-                AuthSession.revoked_at.is_(None),
-                AuthSession.expires_at > now,
-                User.disabled_at.is_(None),
-            )
+        """The user of a live session (not revoked, within its cap, user enabled).
+
+        The bearer check of every protected request: one Core ``SELECT`` by the session's
+        primary key (its user's too), compiled once (``_ACTIVE_USER``), the user built from
+        the row without the ORM's identity map.
+        """
+        connection = await self._session.connection()
+        result = await connection.execute(
+            _ACTIVE_USER, {"session_id": session_id, "user_id": user_id, "now": now}
         )
-        return result.scalar_one_or_none()
+        row = result.one_or_none()
+        if row is None:
+            return None
+        return User(
+            id=row.id,
+            username=row.username,
+            password_hash=row.password_hash,
+            created_at=row.created_at,
+            disabled_at=None,
+        )
 
     async def list_live(
         self, user_id: uuid.UUID, now: datetime
@@ -230,3 +304,68 @@ class SessionRepository:
             select(AuthSession.user_id).where(AuthSession.id == session_id)
         )
         return result.scalar_one_or_none()
+
+
+_ACTIVE_USER = (
+    select(User.id, User.username, User.password_hash, User.created_at)
+    .join_from(AuthSession, User, AuthSession.user_id == User.id)
+    .where(
+        AuthSession.id == bindparam("session_id"),
+        AuthSession.user_id == bindparam("user_id"),
+        User.id == bindparam("user_id"),
+        AuthSession.revoked_at.is_(None),
+        AuthSession.expires_at > bindparam("now"),
+        User.disabled_at.is_(None),
+    )
+)
+
+
+def _by_session(column: Any, session_id: uuid.UUID | None) -> list[Any]:
+    """The extra condition ``column = session_id``, when the session id is known.
+
+    It changes no result (a token's row always names the session its ``sid`` claim does),
+    but a statement that filters by session id runs on one shard only if the tables are
+    ever distributed by it (docs/deployment.md, "capacity model").
+    """
+    return [] if session_id is None else [column == session_id]
+
+
+# One rotation, one statement (``SessionRepository.rotate``). Plain SQL: SQLAlchemy caches
+# it by its text and asyncpg prepares it once per connection.
+_ROTATE_CTES = """
+WITH live AS (
+    SELECT id FROM sessions
+    WHERE id = :session_id AND user_id = :user_id AND revoked_at IS NULL
+      AND expires_at >= :successor_expires_at
+    FOR UPDATE
+), consumed AS (
+    UPDATE refresh_tokens SET consumed_at = :now
+    WHERE token_hash = :token_hash AND session_id = (SELECT id FROM live)
+      AND consumed_at IS NULL AND expires_at > :now
+    RETURNING id, session_id
+), touched AS (
+    UPDATE sessions
+    SET last_used_at = :now, ip_address = COALESCE(:ip_address, ip_address)
+    WHERE id = (SELECT session_id FROM consumed)
+    RETURNING id
+), successor AS (
+    INSERT INTO refresh_tokens (id, session_id, token_hash, parent_id, issued_at, expires_at)
+    SELECT CAST(:successor_id AS uuid), session_id, CAST(:successor_hash AS varchar), id,
+        CAST(:now AS timestamptz), CAST(:successor_expires_at AS timestamptz)
+    FROM consumed
+    RETURNING id
+)"""
+_ROTATE_AUDIT_CTE = """, audit AS (
+    INSERT INTO audit_events
+        (occurred_at, event, user_id, username, session_id, ip_address, user_agent, detail)
+    SELECT CAST(:audit_occurred_at AS timestamptz), CAST(:audit_event AS varchar),
+        CAST(:user_id AS uuid), CAST(:audit_username AS varchar), session_id,
+        CAST(:audit_ip_address AS varchar), CAST(:audit_user_agent AS varchar),
+        CAST(:audit_detail AS varchar)
+    FROM consumed
+    RETURNING id
+)"""
+_ROTATE_RESULT = """
+SELECT successor.id FROM successor JOIN touched ON true"""
+_ROTATE = text(_ROTATE_CTES + _ROTATE_RESULT)
+_ROTATE_AUDITED = text(_ROTATE_CTES + _ROTATE_AUDIT_CTE + _ROTATE_RESULT)

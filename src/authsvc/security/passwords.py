@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import TypeVar
 
@@ -21,6 +23,10 @@ from authsvc.errors import HashingBusy
 _DUMMY_PASSWORD = "authsvc-dummy-password-for-timing"  # noqa: S105 - not a credential
 
 T = TypeVar("T")
+# The hashing threads' nice value (Linux: per thread). Hashing is the work that may wait:
+# when a core is contended, the event loops (every other request) get it first, and the
+# hashes still take every cycle nobody else wants.
+HASH_THREAD_NICE = 19
 # Called with ("hash" | "verify", seconds) after each argon2 run, from the worker thread.
 HashObserver = Callable[[str, float], None]
 # The hasher whose place the running request holds (``PasswordHasher.reservation``).
@@ -57,7 +63,9 @@ class PasswordHasher:
             (Argon2Hasher(memory_cost=memory_cost, time_cost=time_cost, parallelism=parallelism),)
         )
         self._limiter = anyio.CapacityLimiter(concurrency)
-        self._threads = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="argon2")
+        self._threads = ThreadPoolExecutor(
+            max_workers=concurrency, thread_name_prefix="argon2", initializer=_lower_priority
+        )
         # Requests holding a place: hashing, waiting for a slot, or about to hash (see
         # ``reservation``). The event loop is the only writer.
         self._admitted = 0
@@ -69,7 +77,7 @@ class PasswordHasher:
         """Whether a hash asked for now would run or wait, rather than be refused."""
         return self._max_admitted is None or self._admitted < self._max_admitted
 
-    @contextmanager
+    @contextlib.contextmanager
     def reservation(self) -> Iterator[None]:
         """Hold a place among the hashes running or waiting, for a whole request.
 
@@ -126,3 +134,10 @@ class PasswordHasher:
         if self._dummy_hash is None:
             self._dummy_hash = await self.hash(_DUMMY_PASSWORD)
         await self._run("verify", self._hash.verify, password, self._dummy_hash)
+
+
+def _lower_priority() -> None:
+    """Run in each hashing thread as it starts: lower this thread's priority (Linux)."""
+    # Not Linux, or not allowed: the thread hashes at normal priority.
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HASH_THREAD_NICE)

@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from authsvc.config import Settings
+from authsvc.db import autocommit_single_statement
 from authsvc.errors import (
     AccountDisabled,
     AuthError,
@@ -42,6 +43,7 @@ from authsvc.security.password_policy import check_password
 from authsvc.security.passwords import PasswordHasher
 from authsvc.security.tokens import AccessClaims, RefreshClaims, TokenCodec, token_hash
 from authsvc.security.usernames import normalize_username
+from authsvc.services.audit import to_row
 from authsvc.services.events import AuthEvent, EventSink, EventType, Reason
 from authsvc.services.throttle import (
     DatabaseThrottle,
@@ -79,6 +81,7 @@ class AuthService:
         events: EventSink | None = None,
         throttle: Throttle | None = None,
     ) -> None:
+        self._db = db
         self._uow = UnitOfWork(db, events)
         self._throttle = throttle or DatabaseThrottle(db, ThrottleLimits.from_settings(settings))
         self._throttle_rows = ThrottleRepository(db)
@@ -259,13 +262,16 @@ class AuthService:
     ) -> IssuedTokens:
         """Rotate: consume the presented token and issue its successor, in one transaction."""
         try:
-            self._codec.decode_refresh_token(refresh_token)
+            presented = self._codec.decode_refresh_token(refresh_token)
         except InvalidRefreshToken:
             await self._uow.report(
                 AuthEvent(EventType.REFRESH_INVALID, now, ip_address=client.ip_address)
             )
             raise
         presented_hash = token_hash(refresh_token)
+        tokens = await self._rotate_in_one_statement(presented, presented_hash, client, now)
+        if tokens is not None:
+            return tokens
         try:
             async with self._uow.write():
                 consumed = await self._sessions.consume_active(presented_hash, now)
@@ -308,6 +314,56 @@ class AuthService:
             )
         )
         return self._pair(head.user_id, head.id, successor, claims.exp, now)
+
+    async def _rotate_in_one_statement(
+        self, presented: RefreshClaims, presented_hash: str, client: ClientInfo, now: datetime
+    ) -> IssuedTokens | None:
+        """The common rotation on PostgreSQL, in one statement (``SessionRepository.rotate``).
+
+        The successor is the one the general path would issue: it is derived from the
+        consumed token's hash, the session and the time, all known before the statement, as
+        long as the session's cap does not cut its expiry (the statement checks that). ``None``
+        when the statement changed nothing (the token is not live, the session ended or its
+        cap is near): the general path then rotates, replays or refuses, and says why.
+        """
+        try:
+            user_id, session_id = uuid.UUID(presented.sub), uuid.UUID(presented.sid)
+        except ValueError:
+            return None
+        iat = int(now.timestamp())
+        claims = RefreshClaims(
+            sub=str(user_id),
+            sid=str(session_id),
+            jti=self._codec.successor_jti(presented_hash),
+            iat=iat,
+            exp=iat + self._settings.tokens.refresh_token_ttl_seconds,
+        )
+        successor = self._codec.issue_refresh_token(claims)
+        if not await autocommit_single_statement(self._db):
+            return None
+        event = AuthEvent(
+            EventType.REFRESH_ROTATED,
+            now,
+            user_id=user_id,
+            session_id=session_id,
+            ip_address=client.ip_address,
+            user_agent=client.user_agent,
+        )
+        rotated = await self._sessions.rotate(
+            token_hash=presented_hash,
+            session_id=session_id,
+            user_id=user_id,
+            now=now,
+            ip_address=client.ip_address,
+            successor_hash=token_hash(successor),
+            successor_expires_at=_from_ts(claims.exp),
+            audit=to_row(event),
+        )
+        await self._db.commit()
+        if not rotated:
+            return None
+        await self._uow.announce(event)  # its audit row went with the rotation
+        return self._pair(user_id, session_id, successor, claims.exp, now)
 
     async def _refuse_or_replay(
         self, presented_hash: str, client: ClientInfo, now: datetime
@@ -367,7 +423,9 @@ class AuthService:
             or state.session_expires_at <= now
         ):
             return None
-        successor = await self._sessions.live_successor(state.token_id, now)
+        successor = await self._sessions.live_successor(
+            state.token_id, now, session_id=state.session_id
+        )
         if successor is None:
             return None
         head = SessionHead(state.session_id, state.user_id, state.session_expires_at)
@@ -429,11 +487,18 @@ class AuthService:
             user_id, session_id = uuid.UUID(claims.sub), uuid.UUID(claims.sid)
         except ValueError:
             raise InvalidToken() from None
-        # A read unit of its own: a route that goes on to write (logout, end a session) starts
-        # a write unit; on SQLite, upgrading this read snapshot to a writer after another
-        # commit would fail at once with "database is locked".
-        async with self._uow.read():
+        # One statement (the session joined to its user by primary key): on PostgreSQL in
+        # autocommit, no transaction round trips; elsewhere a read unit of its own (a route
+        # that goes on to write starts a write unit; on SQLite, upgrading this read snapshot
+        # to a writer after another commit would fail at once with "database is locked").
+        if await autocommit_single_statement(self._db):
             user = await self._sessions.active_user(session_id=session_id, user_id=user_id, now=now)
+            await self._db.commit()
+        else:
+            async with self._uow.read():
+                user = await self._sessions.active_user(
+                    session_id=session_id, user_id=user_id, now=now
+                )
         if user is None:
             raise InvalidToken()
         return user

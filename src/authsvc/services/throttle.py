@@ -50,16 +50,17 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import coredis
-import coredis.exceptions
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from authsvc.config import Settings
 from authsvc.errors import ServiceUnavailable, TooManyAttempts
 from authsvc.repositories.throttle import LoginWindow, ThrottleRepository
 from authsvc.services.uow import UnitOfWork
+
+if TYPE_CHECKING:
+    import coredis
 
 # Stands in for a missing client address (an ASGI server that reports no peer).
 UNKNOWN_ADDRESS = "unknown"
@@ -325,14 +326,14 @@ def _digest(value: str) -> str:
     return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
-_REDIS_ERRORS = (coredis.exceptions.RedisError, OSError, TimeoutError)
-
-
 class RedisThrottle:
     """The same windows as sorted sets in Redis, one script per admission.
 
     One instance is shared by all requests of a process. Redis errors are reported as
     ``ServiceUnavailable`` (503): the limits fail closed rather than let attempts through.
+
+    coredis is imported here, not at the top: it (with beartype) costs each process about
+    28 MiB, which a deployment without Redis should not pay.
     """
 
     def __init__(
@@ -343,6 +344,10 @@ class RedisThrottle:
         key_prefix: str = "authsvc",
         timeout_seconds: float = 2.0,
     ) -> None:
+        import coredis  # see the docstring
+        import coredis.exceptions
+
+        self._errors = (coredis.exceptions.RedisError, OSError, TimeoutError)
         self._client: coredis.Redis[bytes] = coredis.Redis.from_url(
             redis_client_url(url),
             connect_timeout=timeout_seconds,
@@ -368,7 +373,7 @@ class RedisThrottle:
             args += [str(limit), str(seconds * 1000), "1" if checked else "0"]
         try:
             wait_ms = await self._admit(keys=list(keys), args=tuple(args))
-        except _REDIS_ERRORS:
+        except self._errors:
             raise ServiceUnavailable() from None
         assert isinstance(wait_ms, int)
         return wait_ms / 1000 if wait_ms > 0 else None
@@ -407,7 +412,7 @@ class RedisThrottle:
                 await self._client.zrem(key, [member])
             if succeeded:
                 await self._client.delete([account])
-        except _REDIS_ERRORS:
+        except self._errors:
             raise ServiceUnavailable() from None
 
     async def admit_registration(self, address: str, now: datetime) -> None:

@@ -123,6 +123,11 @@ class UnitOfWork:
             logger.warning("audit event %s not recorded: %s", event.type, type(exc).__name__)
             await self._dispatch([replace(event, audited=False)])
 
+    async def announce(self, event: AuthEvent) -> None:
+        """Tell the sinks of an event whose audit row the caller wrote with its change (a
+        rotation in one statement, ``SessionRepository.rotate``)."""
+        await self._dispatch([event])
+
     async def _commit(self, unit: _Unit) -> None:
         audit = AuditRepository(self._db)
         for event in unit.events:
