@@ -17,15 +17,18 @@ from authsvc.db import autocommit_single_statement, make_engine
 from authsvc.models import AuditEvent, AuthSession, RefreshToken
 from authsvc.repositories.sessions import SessionRepository
 from authsvc.security.tokens import token_hash
+from tests.conftest import ONLY_POSTGRESQL
 from tests.integration.test_rotation_race import Harness
+
+# The one-statement rotation is PostgreSQL's (SQLite takes the general path).
+pytestmark = ONLY_POSTGRESQL
 
 
 @pytest.fixture
 async def pg(
     backend: str, make_settings: Callable[..., Settings]
 ) -> AsyncIterator[Callable[..., Harness]]:
-    if backend != "postgresql":
-        pytest.skip("the one-statement rotation is PostgreSQL's")
+    assert backend == "postgresql"
     engines: list[AsyncEngine] = []
 
     def factory(**overrides: Any) -> Harness:
