@@ -13,7 +13,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from authsvc.config import Settings
-from authsvc.db import make_engine
+from authsvc.db import error_chain, make_engine
 
 # PostgreSQL's SQLSTATE for "database does not exist" (class 3D, invalid catalog name).
 _NO_SUCH_DATABASE = "3D000"
@@ -56,19 +56,11 @@ def how_to_create(settings: Settings) -> str:
 
 
 def _sqlstates(exc: BaseException) -> set[str]:
-    found: set[str] = set()
-    seen: list[BaseException] = []
-    todo: list[BaseException | None] = [exc]
-    while todo:
-        item = todo.pop()
-        if item is None or any(item is s for s in seen) or len(seen) > 8:
-            continue
-        seen.append(item)
-        code = getattr(item, "sqlstate", None) or getattr(item, "pgcode", None)
-        if isinstance(code, str):
-            found.add(code)
-        todo.extend([getattr(item, "orig", None), item.__cause__, item.__context__])
-    return found
+    codes = (
+        getattr(item, "sqlstate", None) or getattr(item, "pgcode", None)
+        for item in error_chain(exc)
+    )
+    return {code for code in codes if isinstance(code, str)}
 
 
 async def exists(settings: Settings) -> bool:

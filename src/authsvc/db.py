@@ -62,6 +62,19 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+def error_chain(exc: BaseException) -> list[BaseException]:
+    """``exc``, the driver's error it wraps, and their causes (asyncpg's own exception)."""
+    chain: list[BaseException] = []
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        item = todo.pop()
+        if item is None or any(item is seen for seen in chain) or len(chain) > 8:
+            continue
+        chain.append(item)
+        todo.extend([getattr(item, "orig", None), item.__cause__, item.__context__])
+    return chain
+
+
 def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 

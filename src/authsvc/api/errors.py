@@ -15,6 +15,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from authsvc.api.messages import humanize
+from authsvc.db import error_chain
 from authsvc.errors import AuthError, ErrorCode, ServiceUnavailable, TooManyAttempts
 
 logger = logging.getLogger("authsvc.errors")
@@ -150,19 +151,6 @@ _ASYNCPG_UNAVAILABLE_TYPES = frozenset(
 )
 
 
-def _causes(exc: BaseException) -> list[BaseException]:
-    """``exc``, the driver's error it wraps, and their causes (asyncpg's own exception)."""
-    chain: list[BaseException] = []
-    todo: list[BaseException | None] = [exc]
-    while todo:
-        item = todo.pop()
-        if item is None or any(item is seen for seen in chain) or len(chain) > 8:
-            continue
-        chain.append(item)
-        todo.extend([getattr(item, "orig", None), item.__cause__, item.__context__])
-    return chain
-
-
 def is_database_unavailable(exc: BaseException) -> bool:
     """Whether ``exc``, a database or pool error, means the database is down, unreachable,
     overloaded or hung. Nothing else is: an ``OSError`` of the code's own is a bug."""
@@ -175,7 +163,7 @@ def is_database_unavailable(exc: BaseException) -> bool:
             return True
     elif not isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError):
         return False
-    for item in _causes(exc):
+    for item in error_chain(exc):
         sqlstate = getattr(item, "sqlstate", None) or getattr(item, "pgcode", None)
         if isinstance(sqlstate, str) and (
             sqlstate in _UNAVAILABLE_SQLSTATES or sqlstate[:2] in _UNAVAILABLE_SQLSTATE_CLASSES
@@ -197,7 +185,7 @@ def _describe(exc: BaseException) -> str:
     orig = getattr(exc, "orig", None)
     name = type(exc).__name__
     described = f"{name}({type(orig).__name__})" if orig is not None else name
-    for item in _causes(exc):
+    for item in error_chain(exc):
         sqlstate = getattr(item, "sqlstate", None) or getattr(item, "pgcode", None)
         if isinstance(sqlstate, str):
             return f"{described} sqlstate={sqlstate}"
