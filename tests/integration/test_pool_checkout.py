@@ -13,12 +13,15 @@ from sqlalchemy import text
 from authsvc import db
 from authsvc.config import Settings
 from authsvc.db import make_engine
+from tests.conftest import ONLY_POSTGRESQL
+
+# The checkout check is PostgreSQL's (SQLite's connections are files, never closed by a server).
+pytestmark = ONLY_POSTGRESQL
 
 
 @pytest.fixture
 def pg_settings(backend: str, make_settings: Callable[..., Settings]) -> Settings:
-    if backend != "postgresql":
-        pytest.skip("the checkout check is PostgreSQL's")
+    assert backend == "postgresql"
     return make_settings()
 
 
