@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 import uuid
 import weakref
@@ -20,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlalchemy.ext.asyncio import AsyncSession as AsyncSession
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
-from sqlalchemy.util import await_
+from sqlalchemy.util import await_, greenlet_spawn
 
 from authsvc.config import Settings
 from authsvc.errors import ServiceUnavailable
@@ -338,27 +339,6 @@ async def begin_read_only(session: AsyncSession) -> None:
         await session.connection(execution_options={READ_ONLY: True})
 
 
-async def autocommit_single_statement(session: AsyncSession) -> bool:
-    """Start ``session``'s next unit in autocommit if it can be, and say whether it was.
-
-    On PostgreSQL a unit that does its work in one statement needs no ``BEGIN``/``COMMIT``
-    round trips: one statement is atomic and sees one snapshot on its own. Not behind
-    PgBouncer in transaction mode: there asyncpg's prepare and execute of one statement
-    could reach two server connections unless a transaction holds one; nor on SQLite.
-    The caller then runs exactly one statement and commits (a no-op that ends the unit).
-    """
-    if session.in_transaction() or not is_postgresql(session):
-        return False
-    if session.get_bind().get_execution_options().get(BEHIND_PGBOUNCER):
-        return False
-    await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
-    return True
-
-
-def is_postgresql(session: AsyncSession) -> bool:
-    return session.get_bind().dialect.name == "postgresql"
-
-
 class WriterTurns:
     """SQLite takes one writer at a time: the writers of one process take turns here, in
     order, so that at most one of them at a time waits on the database's lock (and its
@@ -403,6 +383,79 @@ def writer_turns(session: AsyncSession) -> WriterTurns | None:
     if turns is None:  # an engine built without make_engine (tests)
         turns = _WRITER_TURNS[sync_engine] = WriterTurns(REQUEST_BUDGET_SECONDS)  # type: ignore[index]
     return turns
+
+
+# -- the driver's own connection, for the hot paths on PostgreSQL ----------------------------
+
+
+def driver_engine(session: AsyncSession) -> AsyncEngine | None:
+    """The engine whose pooled connections a hot path may use through asyncpg directly, or
+    ``None`` (SQLite; PgBouncer; ``session`` already in a transaction): then the path takes
+    SQLAlchemy as everything else does.
+
+    SQLAlchemy's execution layer costs three to five times the driver's own CPU per statement
+    (docs/deployment.md, "Capacity"): the bearer check and the rotation, which run on every
+    request, skip it. Only single statements in autocommit and transactions of their own
+    take this way, never a statement inside a unit of work's transaction. Behind PgBouncer
+    in transaction mode asyncpg's prepare and execute of one statement could reach two server
+    connections, so there the path stays on SQLAlchemy.
+    """
+    bind = session.bind
+    if (
+        not isinstance(bind, AsyncEngine)
+        or bind.dialect.name != "postgresql"
+        or session.in_transaction()
+        or bind.get_execution_options().get(BEHIND_PGBOUNCER)
+    ):
+        return None
+    return bind
+
+
+@asynccontextmanager
+async def driver_connection(engine: AsyncEngine) -> AsyncIterator[Any]:
+    """One of ``engine``'s pooled connections, as the asyncpg connection under it.
+
+    Checked out and in through the pool (its size, timeout and checkout check hold). With no
+    transaction, every statement commits on its own; ``connection.transaction()`` makes one.
+    A connection that failed under a statement (socket, timeout, closed) is dropped from the
+    pool, and the failure reaches the API as the 503 of any other database failure.
+    """
+    raw = await engine.raw_connection()
+    driver: Any = raw.driver_connection
+    try:
+        yield driver
+    except (OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresError) as exc:
+        if not isinstance(exc, asyncpg.PostgresError) or driver.is_closed():
+            await greenlet_spawn(raw.invalidate, exc)
+        if isinstance(exc, OSError | TimeoutError):
+            raise OperationalError("driver", None, exc) from exc
+        raise
+    finally:
+        await greenlet_spawn(raw.close)
+
+
+class DriverStatement:
+    """A SQL text with ``:name`` parameters, rewritten once into asyncpg's ``$1, $2 ...``.
+
+    asyncpg prepares it once per connection (its statement cache) and infers the parameters'
+    types from the statement, as it does for SQLAlchemy's ``text()``.
+    """
+
+    _NAME = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
+
+    def __init__(self, sql: str) -> None:
+        names: list[str] = []
+
+        def number(match: re.Match[str]) -> str:
+            if match.group(1) not in names:
+                names.append(match.group(1))
+            return f"${names.index(match.group(1)) + 1}"
+
+        self.sql = self._NAME.sub(number, sql)
+        self.names = tuple(names)
+
+    def args(self, params: dict[str, Any]) -> list[Any]:
+        return [params[name] for name in self.names]
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -13,7 +13,7 @@ from sqlalchemy import event, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from authsvc.config import Settings
-from authsvc.db import autocommit_single_statement, make_engine
+from authsvc.db import make_engine
 from authsvc.models import AuditEvent, AuthSession, RefreshToken
 from authsvc.repositories.sessions import SessionRepository
 from authsvc.security.tokens import token_hash
@@ -43,12 +43,23 @@ async def pg(
 
 
 class Statements:
+    """The statements sent on ``engine``'s connections: through SQLAlchemy, and through
+    the driver directly (``db.driver_connection``; asyncpg's query logger), each once."""
+
     def __init__(self, engine: AsyncEngine) -> None:
         self.seen: list[str] = []
+        self._watched: set[int] = set()
         event.listen(engine.sync_engine, "before_cursor_execute", self._seen)
+        event.listen(engine.sync_engine, "checkout", self._watch)
 
     def _seen(self, _conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
         self.seen.append(statement)
+
+    def _watch(self, dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        driver = dbapi_connection.driver_connection
+        if id(driver) not in self._watched:
+            self._watched.add(id(driver))
+            driver.add_query_logger(lambda logged: self.seen.append(logged.query))
 
 
 async def _chain(engine: AsyncEngine, session_id: uuid.UUID) -> list[Any]:
@@ -120,7 +131,6 @@ async def test_nothing_changes_when_the_session_is_revoked_or_the_token_spent(
 
     async def rotate(**overrides: Any) -> bool:
         async with h.sessionmaker() as db:
-            await autocommit_single_statement(db)
             args: dict[str, Any] = {
                 "token_hash": presented,
                 "session_id": tokens.session_id,
@@ -173,7 +183,6 @@ async def test_with_an_audit_row_the_rotation_writes_it_in_the_same_statement(
     )
     statements = Statements(h.engine)
     async with h.sessionmaker() as db:
-        await autocommit_single_statement(db)
         done = await SessionRepository(db).rotate(
             token_hash=token_hash(tokens.refresh_token),
             session_id=tokens.session_id,

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import bindparam, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from authsvc.db import DriverStatement, driver_connection, driver_engine
 from authsvc.models import AuditEvent, AuthSession, RefreshToken, User
 
 
@@ -187,6 +188,14 @@ class SessionRepository:
                 audit_detail=audit.detail,
                 audit_ip_address=audit.ip_address,
             )
+        engine = driver_engine(self._session)
+        if engine is not None:
+            driver_statement = _ROTATE_AUDITED_SQL if audit is not None else _ROTATE_SQL
+            async with driver_connection(engine) as connection:
+                row = await connection.fetchrow(
+                    driver_statement.sql, *driver_statement.args(params)
+                )
+            return row is not None
         connection = await self._session.connection()
         result = await connection.execute(statement, params)
         return result.scalar_one_or_none() is not None
@@ -256,22 +265,28 @@ class SessionRepository:
     ) -> User | None:
         """The user of a live session (not revoked, within its cap, user enabled).
 
-        The bearer check of every protected request: one Core ``SELECT`` by the session's
-        primary key (its user's too), compiled once (``_ACTIVE_USER``), the user built from
-        the row without the ORM's identity map.
+        The bearer check of every protected request: one ``SELECT`` by the session's primary
+        key (its user's too). On PostgreSQL through the driver in autocommit
+        (``db.driver_connection``); elsewhere compiled once (``_ACTIVE_USER``) in the caller's
+        unit. The user is built from the row without the ORM's identity map.
         """
-        connection = await self._session.connection()
-        result = await connection.execute(
-            _ACTIVE_USER, {"session_id": session_id, "user_id": user_id, "now": now}
-        )
-        row = result.one_or_none()
+        params = {"session_id": session_id, "user_id": user_id, "now": now}
+        engine = driver_engine(self._session)
+        if engine is not None:
+            async with driver_connection(engine) as connection:
+                row = await connection.fetchrow(
+                    _ACTIVE_USER_SQL.sql, *_ACTIVE_USER_SQL.args(params)
+                )
+        else:
+            connection = await self._session.connection()
+            row = (await connection.execute(_ACTIVE_USER, params)).one_or_none()
         if row is None:
             return None
         return User(
-            id=row.id,
-            username=row.username,
-            password_hash=row.password_hash,
-            created_at=row.created_at,
+            id=row[0],
+            username=row[1],
+            password_hash=row[2],
+            created_at=row[3],
             disabled_at=None,
         )
 
@@ -369,3 +384,12 @@ _ROTATE_RESULT = """
 SELECT successor.id FROM successor JOIN touched ON true"""
 _ROTATE = text(_ROTATE_CTES + _ROTATE_RESULT)
 _ROTATE_AUDITED = text(_ROTATE_CTES + _ROTATE_AUDIT_CTE + _ROTATE_RESULT)
+_ROTATE_SQL = DriverStatement(_ROTATE_CTES + _ROTATE_RESULT)
+_ROTATE_AUDITED_SQL = DriverStatement(_ROTATE_CTES + _ROTATE_AUDIT_CTE + _ROTATE_RESULT)
+# The bearer check (``active_user``) and the rotation, for the driver (PostgreSQL).
+_ACTIVE_USER_SQL = DriverStatement(
+    """SELECT u.id, u.username, u.password_hash, u.created_at
+FROM sessions s JOIN users u ON u.id = s.user_id
+WHERE s.id = :session_id AND s.user_id = :user_id AND u.id = :user_id
+  AND s.revoked_at IS NULL AND s.expires_at > :now AND u.disabled_at IS NULL"""
+)

@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from authsvc.config import Settings
-from authsvc.db import autocommit_single_statement
+from authsvc.db import driver_engine
 from authsvc.errors import (
     AccountDisabled,
     AuthError,
@@ -338,9 +338,9 @@ class AuthService:
             iat=iat,
             exp=iat + self._settings.tokens.refresh_token_ttl_seconds,
         )
-        successor = self._codec.issue_refresh_token(claims)
-        if not await autocommit_single_statement(self._db):
+        if driver_engine(self._db) is None:
             return None
+        successor = self._codec.issue_refresh_token(claims)
         event = AuthEvent(
             EventType.REFRESH_ROTATED,
             now,
@@ -359,7 +359,6 @@ class AuthService:
             successor_expires_at=_from_ts(claims.exp),
             audit=to_row(event),
         )
-        await self._db.commit()
         if not rotated:
             return None
         await self._uow.announce(event)  # its audit row went with the rotation
@@ -487,13 +486,13 @@ class AuthService:
             user_id, session_id = uuid.UUID(claims.sub), uuid.UUID(claims.sid)
         except ValueError:
             raise InvalidToken() from None
-        # One statement (the session joined to its user by primary key): on PostgreSQL in
-        # autocommit, no transaction round trips; elsewhere a read unit of its own (a route
-        # that goes on to write starts a write unit; on SQLite, upgrading this read snapshot
-        # to a writer after another commit would fail at once with "database is locked").
-        if await autocommit_single_statement(self._db):
+        # One statement (the session joined to its user by primary key): on PostgreSQL through
+        # the driver in autocommit, no transaction round trips; elsewhere a read unit of its
+        # own (a route that goes on to write starts a write unit; on SQLite, upgrading this
+        # read snapshot to a writer after another commit would fail at once with "database is
+        # locked").
+        if driver_engine(self._db) is not None:
             user = await self._sessions.active_user(session_id=session_id, user_id=user_id, now=now)
-            await self._db.commit()
         else:
             async with self._uow.read():
                 user = await self._sessions.active_user(
