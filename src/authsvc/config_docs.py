@@ -96,9 +96,16 @@ def render() -> str:
     return "\n".join(lines) + "\n"
 
 
+USAGE = "usage: python -m authsvc.config_docs [--check] [PATH]  (default docs/configuration.md)"
+
+
 def main(argv: list[str]) -> int:
     check = "--check" in argv
     paths = [arg for arg in argv if arg != "--check"]
+    if any(arg.startswith("-") for arg in paths) or len(paths) > 1:
+        # An option it does not know is not a file name (it once wrote a file "--help").
+        print(USAGE, file=sys.stderr)
+        return 0 if paths == ["--help"] or paths == ["-h"] else 2
     path = Path(paths[0]) if paths else DEFAULT_PATH
     text = render()
     if check:

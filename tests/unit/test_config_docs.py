@@ -5,6 +5,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
+from authsvc import config_docs
 from authsvc.config import groups, variable
 from authsvc.config_docs import render
 
@@ -54,3 +57,13 @@ def test_every_variable_named_in_the_repository_is_in_the_reference() -> None:
 
 def test_the_readme_links_the_reference() -> None:
     assert "docs/configuration.md" in (REPO / "README.md").read_text()
+
+
+def test_an_option_is_never_taken_for_the_file_to_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert config_docs.main(["--help"]) == 0
+    assert config_docs.main(["--frobnicate"]) == 2
+    assert "usage:" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
