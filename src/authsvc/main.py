@@ -96,6 +96,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
         swagger_ui_parameters={"persistAuthorization": False},
+        # FastAPI's own OpenTelemetry hooks ask the global providers on every request; the
+        # service exports Prometheus metrics and JSON logs instead (docs/observability.md).
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.metrics = metrics
     install_error_handlers(app)

@@ -50,7 +50,7 @@ async def get_db(ctx: ContextDep) -> AsyncIterator[AsyncSession]:
 DbSession = Annotated[AsyncSession, Depends(get_db)]
 
 
-async def get_auth_service(ctx: ContextDep, db: DbSession) -> AuthService:
+def auth_service(ctx: AppContext, db: AsyncSession) -> AuthService:
     return AuthService(
         db,
         settings=ctx.settings,
@@ -59,6 +59,10 @@ async def get_auth_service(ctx: ContextDep, db: DbSession) -> AuthService:
         events=ctx.events,
         throttle=ctx.throttle,
     )
+
+
+async def get_auth_service(ctx: ContextDep, db: DbSession) -> AuthService:
+    return auth_service(ctx, db)
 
 
 AuthServiceDep = Annotated[AuthService, Depends(get_auth_service)]

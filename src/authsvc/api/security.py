@@ -13,7 +13,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
 
-from authsvc.api.deps import AuthServiceDep, ContextDep, Now, SettingsDep
+from authsvc.api.context import AppContext
+from authsvc.api.deps import Now, SettingsDep, auth_service
 from authsvc.config import Settings
 from authsvc.errors import InvalidClient, NotAuthenticated
 from authsvc.models import User
@@ -23,19 +24,27 @@ from authsvc.security.tokens import AccessClaims
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="login", auto_error=False)
 
 
+# The bearer check runs on every protected request: its dependencies are few (each one costs
+# FastAPI's dependency solving more than the token's signature check) and it opens its own
+# database session rather than taking one from ``DbSession``.
+
+
 async def get_access_claims(
-    ctx: ContextDep, token: Annotated[str | None, Depends(oauth2_scheme)]
+    request: Request, token: Annotated[str | None, Depends(oauth2_scheme)]
 ) -> AccessClaims:
     if not token or not token.strip():
         raise NotAuthenticated()
+    ctx: AppContext = request.app.state.ctx
     return ctx.codec.decode_access_token(token.strip())
 
 
 AccessClaimsDep = Annotated[AccessClaims, Depends(get_access_claims)]
 
 
-async def get_current_user(claims: AccessClaimsDep, service: AuthServiceDep, now: Now) -> User:
-    return await service.authenticate(claims, now)
+async def get_current_user(request: Request, claims: AccessClaimsDep, now: Now) -> User:
+    ctx: AppContext = request.app.state.ctx
+    async with ctx.sessionmaker() as db:
+        return await auth_service(ctx, db).authenticate(claims, now)
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]

@@ -11,8 +11,11 @@ addresses users log in from (see ``address_digests``).
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
+import json
+import re
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -133,7 +136,7 @@ class TokenCodec:
         if len(token) > MAX_TOKEN_LENGTH:
             raise InvalidToken()
         try:
-            header = jwt.get_unverified_header(token)
+            header = _unverified_header(token)
             key = self._keys.get(header.get("kid"))  # type: ignore[arg-type]
             if key is None:
                 raise InvalidToken()
@@ -222,7 +225,7 @@ class TokenCodec:
         if len(token) > MAX_TOKEN_LENGTH:
             raise InvalidRefreshToken()
         try:
-            header = jwt.get_unverified_header(token)
+            header = _unverified_header(token)
             key = self._refresh_keys.get(header.get("kid"))  # type: ignore[arg-type]
             if key is None or header.get("typ") != REFRESH_TOKEN_TYPE:
                 raise InvalidRefreshToken()
@@ -243,3 +246,19 @@ class TokenCodec:
         return RefreshClaims(
             payload["sub"], payload["sid"], payload["jti"], payload["iat"], payload["exp"]
         )
+
+
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]{1,1024}")
+
+
+def _unverified_header(token: str) -> dict[str, Any]:
+    """A token's header, only to pick the key that PyJWT then verifies the whole token with
+    (header included). ``jwt.get_unverified_header`` would parse and check every segment of
+    the token a second time: a fifth of a bearer check's CPU."""
+    segment = token.partition(".")[0]
+    if not _BASE64URL.fullmatch(segment):
+        raise jwt.DecodeError("invalid header")
+    header = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+    if not isinstance(header, dict):
+        raise jwt.DecodeError("invalid header")
+    return header
