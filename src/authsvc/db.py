@@ -458,5 +458,24 @@ class DriverStatement:
         return [params[name] for name in self.names]
 
 
+@asynccontextmanager
+async def request_session(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> AsyncIterator[AsyncSession]:
+    """A session for one request, closed at the end if it was used.
+
+    Closing an ``AsyncSession`` always crosses into a greenlet (a fresh one, with its own
+    frame stack: an ``mmap``/``munmap`` pair per request). A session that began no
+    transaction and holds no objects (the bearer check and the rotation on PostgreSQL use
+    the driver directly) holds nothing to release.
+    """
+    session = sessionmaker()
+    try:
+        yield session
+    finally:
+        if session.in_transaction() or session.sync_session.identity_map or session.info:
+            await session.close()
+
+
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)

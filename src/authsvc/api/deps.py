@@ -21,6 +21,7 @@ from authsvc.api.context import AppContext
 from authsvc.api.cookies import REFRESH_COOKIE, check_origin
 from authsvc.api.proxies import is_trusted_proxy
 from authsvc.config import Settings
+from authsvc.db import request_session
 from authsvc.schemas import RefreshRequest
 from authsvc.services.auth import AuthService, ClientInfo
 from authsvc.services.sessions import SessionService
@@ -43,14 +44,14 @@ SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 
 async def get_db(ctx: ContextDep) -> AsyncIterator[AsyncSession]:
     # Opens and closes; never commits (services own the transaction).
-    async with ctx.sessionmaker() as session:
+    async with request_session(ctx.sessionmaker) as session:
         yield session
 
 
 DbSession = Annotated[AsyncSession, Depends(get_db)]
 
 
-def auth_service(ctx: AppContext, db: AsyncSession) -> AuthService:
+async def get_auth_service(ctx: ContextDep, db: DbSession) -> AuthService:
     return AuthService(
         db,
         settings=ctx.settings,
@@ -59,10 +60,6 @@ def auth_service(ctx: AppContext, db: AsyncSession) -> AuthService:
         events=ctx.events,
         throttle=ctx.throttle,
     )
-
-
-async def get_auth_service(ctx: ContextDep, db: DbSession) -> AuthService:
-    return auth_service(ctx, db)
 
 
 AuthServiceDep = Annotated[AuthService, Depends(get_auth_service)]

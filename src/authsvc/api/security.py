@@ -14,11 +14,13 @@ from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
 
 from authsvc.api.context import AppContext
-from authsvc.api.deps import Now, SettingsDep, auth_service
+from authsvc.api.deps import Now, SettingsDep
 from authsvc.config import Settings
+from authsvc.db import request_session
 from authsvc.errors import InvalidClient, NotAuthenticated
 from authsvc.models import User
 from authsvc.security.tokens import AccessClaims
+from authsvc.services.auth import authenticate
 
 # auto_error=False: a missing or non-Bearer header is ours to report, in the contract's shape.
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="login", auto_error=False)
@@ -43,8 +45,8 @@ AccessClaimsDep = Annotated[AccessClaims, Depends(get_access_claims)]
 
 async def get_current_user(request: Request, claims: AccessClaimsDep, now: Now) -> User:
     ctx: AppContext = request.app.state.ctx
-    async with ctx.sessionmaker() as db:
-        return await auth_service(ctx, db).authenticate(claims, now)
+    async with request_session(ctx.sessionmaker) as db:
+        return await authenticate(db, claims, now)
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]

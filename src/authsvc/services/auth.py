@@ -482,25 +482,30 @@ class AuthService:
 
     async def authenticate(self, claims: AccessClaims, now: datetime) -> User:
         """The live user behind a verified access token: enabled, session not revoked."""
-        try:
-            user_id, session_id = uuid.UUID(claims.sub), uuid.UUID(claims.sid)
-        except ValueError:
-            raise InvalidToken() from None
-        # One statement (the session joined to its user by primary key): on PostgreSQL through
-        # the driver in autocommit, no transaction round trips; elsewhere a read unit of its
-        # own (a route that goes on to write starts a write unit; on SQLite, upgrading this
-        # read snapshot to a writer after another commit would fail at once with "database is
-        # locked").
-        if driver_engine(self._db) is not None:
-            user = await self._sessions.active_user(session_id=session_id, user_id=user_id, now=now)
-        else:
-            async with self._uow.read():
-                user = await self._sessions.active_user(
-                    session_id=session_id, user_id=user_id, now=now
-                )
-        if user is None:
-            raise InvalidToken()
-        return user
+        return await authenticate(self._db, claims, now)
+
+
+async def authenticate(db: AsyncSession, claims: AccessClaims, now: datetime) -> User:
+    """``AuthService.authenticate`` without building the service: the bearer check of every
+    protected request needs none of its throttle, hasher or unit-of-work parts."""
+    try:
+        user_id, session_id = uuid.UUID(claims.sub), uuid.UUID(claims.sid)
+    except ValueError:
+        raise InvalidToken() from None
+    sessions = SessionRepository(db)
+    # One statement (the session joined to its user by primary key): on PostgreSQL through
+    # the driver in autocommit, no transaction round trips; elsewhere a read unit of its
+    # own (a route that goes on to write starts a write unit; on SQLite, upgrading this
+    # read snapshot to a writer after another commit would fail at once with "database is
+    # locked").
+    if driver_engine(db) is not None:
+        user = await sessions.active_user(session_id=session_id, user_id=user_id, now=now)
+    else:
+        async with UnitOfWork(db).read():
+            user = await sessions.active_user(session_id=session_id, user_id=user_id, now=now)
+    if user is None:
+        raise InvalidToken()
+    return user
 
 
 class _SessionEnded(Exception):
