@@ -52,6 +52,10 @@ DbSession = Annotated[AsyncSession, Depends(get_db)]
 
 
 async def get_auth_service(ctx: ContextDep, db: DbSession) -> AuthService:
+    return auth_service(ctx, db)
+
+
+def auth_service(ctx: AppContext, db: AsyncSession) -> AuthService:
     return AuthService(
         db,
         settings=ctx.settings,
@@ -113,12 +117,16 @@ def _canonical_ip(text: str) -> str | None:
     return str(ip)
 
 
-async def get_client(request: Request, settings: SettingsDep) -> ClientInfo:
+def client_info(request: Request, settings: Settings) -> ClientInfo:
     agent = request.headers.get("user-agent")
     return ClientInfo(
         ip_address=client_address(request, settings.operations.trusted_proxies),
         user_agent=agent.replace("\x00", "")[:512] if agent else None,
     )
+
+
+async def get_client(request: Request, settings: SettingsDep) -> ClientInfo:
+    return client_info(request, settings)
 
 
 Client = Annotated[ClientInfo, Depends(get_client)]

@@ -1,29 +1,41 @@
 """Hot routes answered without FastAPI's per-request machinery, when the request is plain.
 
-``GET /me`` runs on every protected page load. FastAPI solves its dependency graph and
-validates and serialises its response model on every call; measured under load, that was a
-fifth of the route's CPU (docs/deployment.md, "Capacity"). A route made with
-``fast_route(fast)`` first asks ``fast(request)``: it answers only the plain success case and
-returns ``None`` for everything else (no or odd credentials, an invalid token, a dead
-session, a test that overrides a dependency), and then the route runs as declared, so every
-refusal keeps the exact status, body and headers it has always had. ``fast`` must not change
-anything before it decides; an exception it raises (the database is down) goes to the app's
+``GET /me`` runs on every protected page load and a refresh every half hour of every
+session. FastAPI solves each route's dependency graph and validates and serialises its
+response model on every call; measured under load, that was a fifth or more of these
+routes' CPU (docs/deployment.md, "Capacity"). A route made with ``fast_route(fast)`` first
+asks ``fast(request)``, which answers the plain case or returns ``None``; the route then runs
+as declared, so every other case keeps the exact status, body and headers it has always had.
+
+- ``fast_me`` answers only a success: for no or odd credentials, an invalid token or a dead
+  session it returns ``None`` and the declared route refuses.
+- ``fast_refresh`` takes only a JSON body carrying the token, with no query string. Once the
+  request is its own it calls the same service as the declared route and answers whatever
+  comes out, a refusal included (its exception goes to the app's error handlers, as the
+  declared route's would): a refresh changes the database, so it must not run twice.
+
+Neither runs when a test overrides a dependency (a fake clock): only the declared route
+honours overrides. An exception that either raises (the database is down) goes to the app's
 error handlers like one from the declared route.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
+from pydantic import ValidationError
 
+from authsvc.api.bodies import is_json, media_type
 from authsvc.api.context import AppContext
+from authsvc.api.deps import auth_service, client_info
 from authsvc.db import request_session
 from authsvc.errors import InvalidToken, TokenExpired
-from authsvc.schemas import UserOut
+from authsvc.schemas import RefreshRequest, TokenPair, UserOut
 from authsvc.services.auth import authenticate
 
 Fast = Callable[[Request], Awaitable[Response | None]]
@@ -62,3 +74,41 @@ async def fast_me(request: Request) -> Response | None:
     except (InvalidToken, TokenExpired):
         return None
     return Response(UserOut.model_validate(user).model_dump_json(), media_type="application/json")
+
+
+async def fast_refresh(request: Request) -> Response | None:
+    """``POST /generateTokens`` (and ``/refresh``) with ``{"refresh_token": ...}`` as JSON and
+    no query string: the rotation, as the declared route (``api.routes.auth``) answers it."""
+    if request.app.dependency_overrides or request.scope.get("query_string"):
+        return None
+    if not is_json(media_type(request)):
+        return None
+    try:
+        # Parsed as api.bodies parses every body, so that both ways accept the same bodies.
+        data = json.loads(await request.body())
+        body = RefreshRequest.model_validate(data) if isinstance(data, dict) else None
+    except (ValueError, UnicodeDecodeError, RecursionError, ValidationError):
+        return None
+    if body is None:
+        return None
+    if not body.refresh_token:
+        return None  # the cookie's turn: the declared route reads it, and checks the origin
+    ctx: AppContext = request.app.state.ctx
+    async with request_session(ctx.sessionmaker) as db:
+        tokens = await auth_service(ctx, db).refresh(
+            refresh_token=body.refresh_token,
+            client=client_info(request, ctx.settings),
+            now=datetime.now(UTC),
+        )
+    response = Response(
+        TokenPair(
+            access_token=tokens.access_token,
+            refresh_token=tokens.refresh_token,
+            expires_in=tokens.expires_in,
+            refresh_expires_in=tokens.refresh_expires_in,
+        ).model_dump_json(exclude_none=True),
+        media_type="application/json",
+    )
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Pragma"] = "no-cache"
+    return response
