@@ -17,6 +17,7 @@ import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import DateTime, MetaData, event
 from sqlalchemy.engine import Dialect, Engine, ExceptionContext, make_url
 from sqlalchemy.exc import DisconnectionError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.asyncio import AsyncSession as AsyncSession
 from sqlalchemy.orm import DeclarativeBase
@@ -420,7 +421,20 @@ async def driver_connection(engine: AsyncEngine) -> AsyncIterator[Any]:
     A connection that failed under a statement (socket, timeout, closed) is dropped from the
     pool, and the failure reaches the API as the 503 of any other database failure.
     """
-    raw = await engine.raw_connection()
+    gate = _checkout_gate(engine)
+    if gate.locked():
+        try:
+            async with asyncio.timeout(gate.timeout):
+                await gate.acquire()
+        except TimeoutError:
+            raise PoolTimeoutError("no pooled connection came free in time") from None
+    else:
+        await gate.acquire()  # a free place: taken at once
+    try:
+        raw = await engine.raw_connection()
+    except BaseException:
+        gate.release()
+        raise
     driver: Any = raw.driver_connection
     try:
         yield driver
@@ -431,7 +445,42 @@ async def driver_connection(engine: AsyncEngine) -> AsyncIterator[Any]:
             raise OperationalError("driver", None, exc) from exc
         raise
     finally:
-        await greenlet_spawn(raw.close)
+        try:
+            await greenlet_spawn(raw.close)
+        finally:
+            gate.release()
+
+
+class _Gate(asyncio.Semaphore):
+    """As many places as the pool has connections, handed out in arrival order.
+
+    The pool's own queue lets a newcomer take a connection that was just returned before the
+    request that has waited longest wakes up (asyncio's ``Queue``; SQLAlchemy issue 7679): under
+    a steady load larger than the pool, one unlucky request waits out the pool timeout and gets
+    a 503 while the pool turns over thousands of times a second. asyncio's ``Semaphore`` is
+    first come, first served.
+    """
+
+    def __init__(self, places: int, timeout: float) -> None:
+        super().__init__(places)
+        self.timeout = timeout
+
+
+# Per engine, and per event loop (a semaphore belongs to the loop it first waits on).
+_GATES: weakref.WeakKeyDictionary[
+    Engine, weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Gate]
+] = weakref.WeakKeyDictionary()
+
+
+def _checkout_gate(engine: AsyncEngine) -> _Gate:
+    gates = _GATES.setdefault(engine.sync_engine, weakref.WeakKeyDictionary())
+    loop = asyncio.get_running_loop()
+    gate = gates.get(loop)
+    if gate is None:
+        pool: Any = engine.sync_engine.pool
+        size = pool.size() if hasattr(pool, "size") else 1_000_000
+        gate = gates[loop] = _Gate(size, getattr(pool, "_timeout", 30.0))
+    return gate
 
 
 class DriverStatement:

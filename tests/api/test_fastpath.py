@@ -4,6 +4,8 @@ refresh never runs twice."""
 
 from __future__ import annotations
 
+import asyncio
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -16,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 import authsvc.api.fastpath as fastpath
 import authsvc.api.security as security
 from authsvc.models import AuditEvent, AuthSession
-from tests.conftest import ClientFactory, FakeClock, bearer, login, register
+from tests.conftest import ONLY_POSTGRESQL, ClientFactory, FakeClock, bearer, login, register
 
 
 class Calls:
@@ -165,3 +167,27 @@ async def test_a_refused_refresh_is_answered_by_the_fast_way_and_runs_once(
         revoked = (await conn.execute(select(AuthSession.revoked_reason))).scalars().all()
     assert reused == 1  # one run of the use case: one event, one revocation
     assert revoked == ["reuse_detected"]
+
+
+@ONLY_POSTGRESQL
+async def test_a_load_larger_than_the_pool_is_served_in_turn(
+    make_client: ClientFactory, clean_db: AsyncEngine
+) -> None:
+    """One pooled connection, 40 clients asking without pause for two seconds, a pool
+    timeout of 0.3 s: every request is answered 200. The checkout gate hands the connection
+    out in arrival order (db.driver_connection); the pool's own queue let newcomers take it
+    first, and a request that had waited longest could wait out the timeout (503)."""
+    async with make_client(db_pool_size=1, db_pool_timeout_seconds=0.3) as client:
+        user = await register(client)
+        tokens = await login(client, user["username"])
+        headers = bearer(tokens["access_token"])
+        statuses: Counter[int] = Counter()
+        deadline = asyncio.get_running_loop().time() + 2.0
+
+        async def ask() -> None:
+            while asyncio.get_running_loop().time() < deadline:
+                statuses[(await client.get("/me", headers=headers)).status_code] += 1
+
+        await asyncio.gather(*(ask() for _ in range(40)))
+    assert set(statuses) == {200}, statuses
+    assert statuses[200] > 40
