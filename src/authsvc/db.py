@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import DateTime, MetaData, event
 from sqlalchemy.engine import Dialect, Engine, ExceptionContext, make_url
-from sqlalchemy.exc import DisconnectionError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.asyncio import AsyncSession as AsyncSession
 from sqlalchemy.orm import DeclarativeBase
@@ -420,7 +420,17 @@ async def driver_connection(engine: AsyncEngine) -> AsyncIterator[Any]:
     A connection that failed under a statement (socket, timeout, closed) is dropped from the
     pool, and the failure reaches the API as the 503 of any other database failure.
     """
-    raw = await engine.raw_connection()
+    try:
+        raw = await engine.raw_connection()
+    except DBAPIError:
+        raise
+    except Exception as exc:
+        # A connect the driver refused ("too many clients"): wrapped as SQLAlchemy wraps it
+        # for a Connection (raw_connection does not), so the API answers 503.
+        dbapi = engine.dialect.loaded_dbapi
+        if not isinstance(exc, dbapi.Error):
+            raise
+        raise DBAPIError.instance(None, None, exc, dbapi.Error) from exc
     driver: Any = raw.driver_connection
     try:
         yield driver
