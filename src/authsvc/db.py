@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import DateTime, MetaData, event
 from sqlalchemy.engine import Dialect, Engine, ExceptionContext, make_url
-from sqlalchemy.exc import DisconnectionError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.asyncio import AsyncSession as AsyncSession
@@ -432,9 +432,14 @@ async def driver_connection(engine: AsyncEngine) -> AsyncIterator[Any]:
         await gate.acquire()  # a free place: taken at once
     try:
         raw = await engine.raw_connection()
-    except BaseException:
+    except BaseException as exc:
         gate.release()
-        raise
+        # A connect the driver refused ("too many clients"): wrapped as SQLAlchemy wraps it
+        # for a Connection (raw_connection does not), so the API answers 503.
+        dbapi = engine.dialect.loaded_dbapi
+        if isinstance(exc, DBAPIError) or not isinstance(exc, dbapi.Error):
+            raise
+        raise DBAPIError.instance(None, None, exc, dbapi.Error) from exc
     driver: Any = raw.driver_connection
     try:
         yield driver

@@ -57,9 +57,10 @@ class SessionRepository:
         expires_at: datetime,
         user_agent: str | None,
         ip_address: str | None,
+        session_id: uuid.UUID | None = None,
     ) -> AuthSession:
         row = AuthSession(
-            id=uuid.uuid4(),
+            id=session_id or uuid.uuid4(),
             user_id=user_id,
             created_at=now,
             expires_at=expires_at,

@@ -13,6 +13,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from authsvc.db import DriverStatement, driver_connection, driver_engine
 from authsvc.models import KnownAddress, LoginFailure, RegistrationAttempt, User
 
 
@@ -94,6 +95,36 @@ class ThrottleRepository:
             .values(counts_for_account=False)
         )
 
+    async def count_login_attempt(
+        self,
+        attempt_id: int,
+        windows: Sequence[tuple[LoginWindow, datetime, int]],
+        *,
+        username: str,
+        address: str,
+        check_account: bool,
+    ) -> list[datetime | None]:
+        """PostgreSQL through the driver (``db.driver_engine``), in autocommit: the blockers
+        of the three windows (pair, address, account; ``None`` where ``check_account`` is
+        false) other than ``attempt_id``, read in a statement begun after that attempt's row
+        was committed. When one blocks, the attempt's row is deleted in the same statement.
+        """
+        engine = driver_engine(self._session)
+        if engine is None:
+            raise RuntimeError("count_login_attempt needs db.driver_engine")
+        params = {
+            **window_params(windows),
+            "username": username,
+            "address": address,
+            "attempt_id": attempt_id,
+            "check_account": check_account,
+        }
+        async with driver_connection(engine) as connection:
+            row = await connection.fetchrow(
+                _COUNT_LOGIN_ATTEMPT.sql, *_COUNT_LOGIN_ATTEMPT.args(params)
+            )
+        return [_as_utc(row[0]), _as_utc(row[1]), _as_utc(row[2])]
+
     # -- registration attempts ------------------------------------------------------------
 
     async def add_registration_attempt(self, *, address: str, now: datetime) -> int:
@@ -154,3 +185,56 @@ class ThrottleRepository:
                 set_={"last_login_at": statement.excluded.last_login_at},
             )
         )
+
+
+# -- through the driver (PostgreSQL; ``repositories.login``) ----------------------------------
+
+
+# The select list of the three login windows' blockers (pair, address, account), as
+# ``login_blockers`` finds them, other than the attempt ``:attempt_id`` (``NULL``: none); the
+# account's only where the statement's ``checked`` CTE says so. Each ``:<window>_offset`` is
+# its limit less one (``window_params``).
+LOGIN_BLOCKERS_SQL = """
+    (SELECT attempted_at FROM login_failures
+     WHERE username = :username AND ip_address = :address AND attempted_at > :pair_since
+       AND id IS DISTINCT FROM :attempt_id
+     ORDER BY attempted_at DESC OFFSET :pair_offset LIMIT 1) AS pair,
+    (SELECT attempted_at FROM login_failures
+     WHERE ip_address = :address AND attempted_at > :address_since
+       AND id IS DISTINCT FROM :attempt_id
+     ORDER BY attempted_at DESC OFFSET :address_offset LIMIT 1) AS address,
+    CASE WHEN (SELECT check_account FROM checked) THEN
+    (SELECT attempted_at FROM login_failures
+     WHERE username = :username AND counts_for_account AND attempted_at > :account_since
+       AND id IS DISTINCT FROM :attempt_id
+     ORDER BY attempted_at DESC OFFSET :account_offset LIMIT 1) END AS account"""
+
+
+def window_params(windows: Sequence[tuple[LoginWindow, datetime, int]]) -> dict[str, object]:
+    """The parameters of ``LOGIN_BLOCKERS_SQL`` for ``(window, since, limit)``; a window not given
+    counts nothing."""
+    params: dict[str, object] = {}
+    for window in LoginWindow:
+        params[f"{window}_since"] = None
+        params[f"{window}_offset"] = 0
+    for window, since, limit in windows:
+        params[f"{window}_since"] = since
+        params[f"{window}_offset"] = limit - 1
+    return params
+
+
+_CHECKED_AS_GIVEN = """
+WITH checked AS (
+    SELECT CAST(:check_account AS boolean) AS check_account
+), blockers AS (
+    SELECT"""
+_REFUSED_DELETED = """
+), refused AS (
+    DELETE FROM login_failures WHERE id = :attempt_id
+      AND EXISTS (
+        SELECT 1 FROM blockers
+        WHERE pair IS NOT NULL OR address IS NOT NULL OR account IS NOT NULL
+      )
+)
+SELECT pair, address, account FROM blockers"""
+_COUNT_LOGIN_ATTEMPT = DriverStatement(_CHECKED_AS_GIVEN + LOGIN_BLOCKERS_SQL + _REFUSED_DELETED)

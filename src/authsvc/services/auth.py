@@ -31,6 +31,7 @@ from authsvc.errors import (
     UsernameTaken,
 )
 from authsvc.models import User
+from authsvc.repositories.login import LoginRepository
 from authsvc.repositories.sessions import (
     ConsumedToken,
     SessionHead,
@@ -159,6 +160,16 @@ class AuthService:
             user_agent=client.user_agent,
         )
         digests = self._codec.address_digests(address)
+        if driver_engine(self._db) is not None:
+            return await self._login_through_driver(
+                username=username,
+                password=password,
+                client=client,
+                now=now,
+                event=event,
+                address=address,
+                digests=digests,
+            )
         found: tuple[uuid.UUID, str, datetime | None] | None = None
         try:
             async with self._uow.read():
@@ -221,6 +232,119 @@ class AuthService:
             raise AccountDisabled()
         return tokens
 
+    async def _login_through_driver(
+        self,
+        *,
+        username: str,
+        password: str,
+        client: ClientInfo,
+        now: datetime,
+        event: AuthEvent,
+        address: str,
+        digests: list[str],
+    ) -> IssuedTokens:
+        """``_login`` on PostgreSQL in few statements through the driver
+        (``repositories.login``), each in autocommit; the same outcomes and events.
+
+        With the database's throttle: one statement reads the user, the known address and
+        the windows and, when none is full, commits the attempt's row; a second counts
+        (``DatabaseThrottle.admit_counted_login``); after a right password a third changes
+        everything at once, with the audit row. A wrong password's event is reported as on
+        the general path.
+        """
+        days = self._settings.throttle.login_known_address_days
+        rows = LoginRepository(self._db)
+        database_throttle = self._throttle if isinstance(self._throttle, DatabaseThrottle) else None
+        found: tuple[uuid.UUID, str, datetime | None] | None = None
+        try:
+            start = await rows.start(
+                username=username,
+                address=address,
+                digests=digests if days > 0 else [],
+                known_since=now - timedelta(days=days) if days > 0 else None,
+                windows=database_throttle.login_windows(now) if database_throttle else [],
+                now=now,
+            )
+            found = start.user
+            if database_throttle is not None:
+                # A full window: refused at the cost of that read, nothing written.
+                database_throttle.refuse_login(now, start.blockers)
+                assert start.attempt_id is not None
+                ticket = await database_throttle.admit_counted_login(
+                    username, address, now, start.attempt_id, check_account=not start.known
+                )
+            else:
+                await self._throttle.check_login(
+                    username, address, now, check_account=not start.known
+                )
+                ticket = await self._throttle.admit_login(
+                    username, address, now, check_account=not start.known
+                )
+        except TooManyAttempts:
+            await self._uow.report(
+                replace(event, type=EventType.LOGIN_THROTTLED, user_id=found[0] if found else None)
+            )
+            raise
+        if found is None:
+            await self._hasher.dummy_verify(password)
+            valid, new_hash = False, None
+        else:
+            valid, new_hash = await self._hasher.verify_and_update(password, found[1])
+        if found is None or not valid:
+            # The attempt stays counted: it is this failure's record.
+            await self._uow.report(
+                replace(event, reason=Reason.UNKNOWN_USER)
+                if found is None
+                else replace(event, user_id=found[0], reason=Reason.WRONG_PASSWORD)
+            )
+            raise InvalidCredentials()
+        user_id, _, disabled_at = found
+        session_id = uuid.uuid4()
+        cap, claims = self._first_refresh_claims(user_id, session_id, now)
+        refresh = self._codec.issue_refresh_token(claims)
+        succeeded = replace(
+            event, type=EventType.LOGIN_SUCCEEDED, user_id=user_id, session_id=session_id
+        )
+        started = await rows.finish(
+            user_id=user_id,
+            enabled=disabled_at is None,
+            new_hash=new_hash,
+            attempt_id=int(ticket.ref) if database_throttle is not None else None,
+            username=username,
+            remember_digest=digests[0] if days > 0 else None,
+            now=now,
+            session_id=session_id,
+            session_expires_at=cap,
+            user_agent=client.user_agent,
+            ip_address=client.ip_address,
+            token_hash=token_hash(refresh),
+            token_expires_at=_from_ts(claims.exp),
+            audit=to_row(succeeded),
+            disabled_event=str(EventType.LOGIN_DISABLED),
+        )
+        if database_throttle is None:
+            # Redis: after the commit (a right password does not count either way).
+            await self._throttle.give_back_login(ticket, succeeded=started)
+        if not started:
+            await self._uow.announce(replace(event, type=EventType.LOGIN_DISABLED, user_id=user_id))
+            raise AccountDisabled()
+        await self._uow.announce(succeeded)  # its audit row went with the login
+        return self._pair(user_id, session_id, refresh, claims.exp, now)
+
+    def _first_refresh_claims(
+        self, user_id: uuid.UUID, session_id: uuid.UUID, now: datetime
+    ) -> tuple[datetime, RefreshClaims]:
+        """A new session's cap and its first refresh token's claims."""
+        cap = now + timedelta(seconds=self._settings.tokens.session_max_lifetime_seconds)
+        iat = int(now.timestamp())
+        return cap, RefreshClaims(
+            sub=str(user_id),
+            sid=str(session_id),
+            jti=self._codec.new_refresh_jti(),
+            iat=iat,
+            exp=min(iat + self._settings.tokens.refresh_token_ttl_seconds, int(cap.timestamp())),
+        )
+
     async def _known_address(self, username: str, digests: list[str], now: datetime) -> bool:
         days = self._settings.throttle.login_known_address_days
         if days <= 0:
@@ -232,21 +356,15 @@ class AuthService:
     async def _start_session(
         self, user_id: uuid.UUID, client: ClientInfo, now: datetime
     ) -> IssuedTokens:
-        cap = now + timedelta(seconds=self._settings.tokens.session_max_lifetime_seconds)
+        session_id = uuid.uuid4()
+        cap, claims = self._first_refresh_claims(user_id, session_id, now)
         session = await self._sessions.create(
+            session_id=session_id,
             user_id=user_id,
             now=now,
             expires_at=cap,
             user_agent=client.user_agent,
             ip_address=client.ip_address,
-        )
-        iat = int(now.timestamp())
-        claims = RefreshClaims(
-            sub=str(user_id),
-            sid=str(session.id),
-            jti=self._codec.new_refresh_jti(),
-            iat=iat,
-            exp=min(iat + self._settings.tokens.refresh_token_ttl_seconds, int(cap.timestamp())),
         )
         refresh = self._codec.issue_refresh_token(claims)
         await self._sessions.add_token(

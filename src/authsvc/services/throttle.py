@@ -208,6 +208,46 @@ class DatabaseThrottle:
             if blocker is not None
         ]
 
+    # -- a login through the driver (PostgreSQL; ``repositories.login``) ----------------------
+    # Its first statement checks the windows and, when none is full, inserts and commits the
+    # attempt's row; ``admit_counted_login`` then counts in a statement of its own.
+
+    def login_windows(self, now: datetime) -> list[tuple[LoginWindow, datetime, int]]:
+        """All three login windows as ``(window, since, limit)`` (pair, address, account)."""
+        return [
+            (window, now - timedelta(seconds=seconds), limit)
+            for window, limit, seconds in self._limits.login_windows(check_account=True)
+        ]
+
+    def refuse_login(self, now: datetime, blockers: Sequence[datetime | None]) -> None:
+        """``TooManyAttempts`` if a blocker of ``login_windows(now)`` (``None``: room, or not
+        checked) says a window is full."""
+        _refuse(
+            [
+                _wait(blocker, now - timedelta(seconds=seconds), seconds)
+                for (_, _, seconds), blocker in zip(
+                    self._limits.login_windows(check_account=True), blockers, strict=True
+                )
+                if blocker is not None
+            ]
+        )
+
+    async def admit_counted_login(
+        self, username: str, address: str, now: datetime, attempt_id: int, *, check_account: bool
+    ) -> LoginTicket:
+        """``admit_login`` for an attempt whose row is committed already: count (in a new
+        statement, so it sees every attempt committed before it), and refuse over a limit
+        (the same statement deleting the row again)."""
+        blockers = await self._rows.count_login_attempt(
+            attempt_id,
+            self.login_windows(now),
+            username=username,
+            address=address,
+            check_account=check_account,
+        )
+        self.refuse_login(now, blockers)
+        return LoginTicket(username, address, attempt_id)
+
     async def check_login(
         self, username: str, address: str, now: datetime, *, check_account: bool
     ) -> None:
