@@ -18,7 +18,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 import authsvc.api.fastpath as fastpath
 import authsvc.api.security as security
 from authsvc.models import AuditEvent, AuthSession
-from tests.conftest import ONLY_POSTGRESQL, ClientFactory, FakeClock, bearer, login, register
+from tests.conftest import (
+    ONLY_POSTGRESQL,
+    PASSWORD,
+    ClientFactory,
+    FakeClock,
+    bearer,
+    login,
+    register,
+)
 
 
 class Calls:
@@ -86,18 +94,19 @@ async def test_a_refused_bearer_falls_back_to_the_declared_route(
 async def test_refresh_takes_the_fast_way_and_answers_as_the_declared_route(
     make_client: ClientFactory, clean_db: AsyncEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    fast = Calls(monkeypatch, fastpath, "auth_service")
     async with make_client() as client:
         user = await register(client)
         first = await login(client, user["username"])
+        fast = Calls(monkeypatch, fastpath, "auth_service")
         quick = await client.post("/generateTokens", json={"refresh_token": first["refresh_token"]})
         assert fast.count == 1
         alias = await client.post("/refresh", json={"refresh_token": quick.json()["refresh_token"]})
         assert fast.count == 2
-        second = await login(client, user["username"])
+        second = await login(client, user["username"])  # the fast way too
+        assert fast.count == 3
     async with make_client(clock=FakeClock(datetime.now(UTC))) as client:
         slow = await client.post("/generateTokens", json={"refresh_token": second["refresh_token"]})
-    assert fast.count == 2
+    assert fast.count == 3
     for response in (quick, alias, slow):
         assert response.status_code == 200, response.text
     assert sorted(quick.json()) == sorted(slow.json())
@@ -191,3 +200,64 @@ async def test_a_load_larger_than_the_pool_is_served_in_turn(
         await asyncio.gather(*(ask() for _ in range(40)))
     assert set(statuses) == {200}, statuses
     assert statuses[200] > 40
+
+
+async def test_login_takes_the_fast_way_and_answers_as_the_declared_route(
+    make_client: ClientFactory, clean_db: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with make_client() as client:
+        user = await register(client)
+        fast = Calls(monkeypatch, fastpath, "auth_service")
+        credentials = {"username": user["username"], "password": PASSWORD}
+        quick = await client.post("/login", json=credentials)
+        assert fast.count == 1
+        wrong = await client.post("/login", json={**credentials, "password": "not it at all"})
+        assert fast.count == 2
+    async with make_client(clock=FakeClock(datetime.now(UTC))) as client:
+        slow = await client.post("/login", json=credentials)
+        slow_wrong = await client.post("/login", json={**credentials, "password": "not it at all"})
+    assert fast.count == 2
+    assert quick.status_code == slow.status_code == 200
+    assert sorted(quick.json()) == sorted(slow.json())
+    headers = [k for k, _ in _comparable(quick)[1] if k != "content-length"]
+    assert headers == [k for k, _ in _comparable(slow)[1] if k != "content-length"]
+    assert _comparable(wrong) == _comparable(slow_wrong)  # 401, same body and headers
+    async with clean_db.connect() as conn:
+        failed = select(func.count()).where(AuditEvent.event == "login_failed")
+        assert (await conn.execute(failed)).scalar_one() == 2  # one per wrong password
+
+
+@pytest.mark.parametrize(
+    ("params", "form", "expected"),
+    [
+        ({"transport": "cookie"}, False, 200),  # a query string
+        ({}, True, 200),  # a form
+    ],
+)
+async def test_other_logins_run_the_declared_route(
+    client: AsyncClient,
+    user: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    params: dict[str, str],
+    form: bool,
+    expected: int,
+) -> None:
+    fast = Calls(monkeypatch, fastpath, "auth_service")
+    credentials = {"username": user["username"], "password": PASSWORD}
+    if form:
+        response = await client.post("/login", params=params, data=credentials)
+    else:
+        response = await client.post("/login", params=params, json=credentials)
+    assert fast.count == 0
+    assert response.status_code == expected, response.text
+
+
+async def test_the_refresh_grant_at_login_runs_the_declared_route(
+    client: AsyncClient, tokens: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fast = Calls(monkeypatch, fastpath, "auth_service")
+    response = await client.post(
+        "/login", json={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}
+    )
+    assert fast.count == 0
+    assert response.status_code == 200, response.text

@@ -9,10 +9,11 @@ as declared, so every other case keeps the exact status, body and headers it has
 
 - ``fast_me`` answers only a success: for no or odd credentials, an invalid token or a dead
   session it returns ``None`` and the declared route refuses.
-- ``fast_refresh`` takes only a JSON body carrying the token, with no query string. Once the
-  request is its own it calls the same service as the declared route and answers whatever
-  comes out, a refusal included (its exception goes to the app's error handlers, as the
-  declared route's would): a refresh changes the database, so it must not run twice.
+- ``fast_refresh`` takes only a JSON body carrying the token, and ``fast_login`` only a JSON
+  body with a username and a password (the password grant), each with no query string. Once
+  the request is its own, each calls the same service as the declared route and answers
+  whatever comes out, a refusal included (its exception goes to the app's error handlers, as
+  the declared route's would): both change the database, so neither may run twice.
 
 Neither runs when a test overrides a dependency (a fake clock): only the declared route
 honours overrides. An exception that either raises (the database is down) goes to the app's
@@ -35,8 +36,8 @@ from authsvc.api.context import AppContext
 from authsvc.api.deps import auth_service, client_info
 from authsvc.db import request_session
 from authsvc.errors import InvalidToken, TokenExpired
-from authsvc.schemas import RefreshRequest, TokenPair, UserOut
-from authsvc.services.auth import authenticate
+from authsvc.schemas import LoginRequest, RefreshRequest, TokenPair, UserOut
+from authsvc.services.auth import IssuedTokens, authenticate
 
 Fast = Callable[[Request], Awaitable[Response | None]]
 
@@ -79,17 +80,12 @@ async def fast_me(request: Request) -> Response | None:
 async def fast_refresh(request: Request) -> Response | None:
     """``POST /generateTokens`` (and ``/refresh``) with ``{"refresh_token": ...}`` as JSON and
     no query string: the rotation, as the declared route (``api.routes.auth``) answers it."""
-    if request.app.dependency_overrides or request.scope.get("query_string"):
-        return None
-    if not is_json(media_type(request)):
+    data = await _plain_json(request)
+    if not isinstance(data, dict):
         return None
     try:
-        # Parsed as api.bodies parses every body, so that both ways accept the same bodies.
-        data = json.loads(await request.body())
-        body = RefreshRequest.model_validate(data) if isinstance(data, dict) else None
-    except (ValueError, UnicodeDecodeError, RecursionError, ValidationError):
-        return None
-    if body is None:
+        body = RefreshRequest.model_validate(data)
+    except ValidationError:
         return None
     if not body.refresh_token:
         return None  # the cookie's turn: the declared route reads it, and checks the origin
@@ -100,6 +96,47 @@ async def fast_refresh(request: Request) -> Response | None:
             client=client_info(request, ctx.settings),
             now=datetime.now(UTC),
         )
+    return _token_pair(tokens)
+
+
+async def fast_login(request: Request) -> Response | None:
+    """``POST /login`` with ``{"username": ..., "password": ...}`` as JSON (the password
+    grant) and no query string: the login, as the declared route (``api.routes.auth``)
+    answers it."""
+    data = await _plain_json(request)
+    if not isinstance(data, dict) or data.get("grant_type", "password") != "password":
+        return None  # a form, the refresh grant, or another grant: the declared route's
+    try:
+        body = LoginRequest.model_validate(data)
+    except ValidationError:
+        return None
+    ctx: AppContext = request.app.state.ctx
+    async with request_session(ctx.sessionmaker) as db:
+        tokens = await auth_service(ctx, db).login(
+            username=body.username,
+            password=body.password,
+            client=client_info(request, ctx.settings),
+            now=datetime.now(UTC),
+        )
+    return _token_pair(tokens)
+
+
+async def _plain_json(request: Request) -> object:
+    """The JSON body of a request the fast way may take (no dependency overrides, no query
+    string, a JSON content type), parsed as api.bodies parses every body; ``None`` when it
+    may not, or the body does not parse."""
+    if request.app.dependency_overrides or request.scope.get("query_string"):
+        return None
+    if not is_json(media_type(request)):
+        return None
+    try:
+        return json.loads(await request.body())
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+
+
+def _token_pair(tokens: IssuedTokens) -> Response:
+    """The declared routes' answer (``token_response`` with JSON transport), byte for byte."""
     response = Response(
         TokenPair(
             access_token=tokens.access_token,

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from authsvc.api.bodies import json_body, json_or_form_body, parse_body, read_body, validate_body
 from authsvc.api.cookies import check_origin, set_refresh_cookie
 from authsvc.api.deps import AuthServiceDep, Client, Now, PresentedRefresh, SettingsDep
-from authsvc.api.fastpath import fast_refresh, fast_route
+from authsvc.api.fastpath import fast_login, fast_refresh, fast_route
 from authsvc.api.responses import errors
 from authsvc.config import Settings
 from authsvc.errors import (
@@ -85,8 +85,42 @@ async def register(request: Request, service: AuthServiceDep, client: Client, no
     return UserOut.model_validate(user)
 
 
-@router.post(
+async def login(
+    request: Request,
+    response: Response,
+    service: AuthServiceDep,
+    client: Client,
+    settings: SettingsDep,
+    now: Now,
+    transport: Transport = "json",
+    origin: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> TokenPair:
+    if transport == "cookie":
+        # Login CSRF: a foreign page must not plant its own session in the browser.
+        check_origin(origin, settings)
+    grant = token_request(await read_body(request, form=True))
+    if isinstance(grant, RefreshGrantRequest):
+        try:
+            tokens = await service.refresh(
+                refresh_token=grant.refresh_token, client=client, now=now
+            )
+        except RefreshTokenRefused as exc:
+            # RFC 6749 §5.2 names every refusal of the grant invalid_grant; the detail says
+            # which (and a reused token has revoked its session all the same).
+            raise InvalidGrant(exc.detail) from None
+    else:
+        tokens = await service.login(
+            username=grant.username, password=grant.password, client=client, now=now
+        )
+    return token_response(response, tokens, transport=transport, settings=settings)
+
+
+# A JSON body with a username and a password, the common case, skips FastAPI's dependency
+# solving (api.fastpath); every other request runs the route as declared.
+router.add_api_route(
     "/login",
+    login,
+    methods=["POST"],
     response_model=TokenPair,
     response_model_exclude_none=True,
     summary="Log in with a password, or refresh (the OAuth2 token endpoint)",
@@ -117,35 +151,8 @@ async def register(request: Request, service: AuthServiceDep, client: Client, no
         (422, ErrorCode.VALIDATION_ERROR, "malformed body"),
         (415, ErrorCode.UNSUPPORTED_MEDIA_TYPE, "a body that is neither JSON nor a form"),
     ),
+    route_class_override=fast_route(fast_login),
 )
-async def login(
-    request: Request,
-    response: Response,
-    service: AuthServiceDep,
-    client: Client,
-    settings: SettingsDep,
-    now: Now,
-    transport: Transport = "json",
-    origin: Annotated[str | None, Header(include_in_schema=False)] = None,
-) -> TokenPair:
-    if transport == "cookie":
-        # Login CSRF: a foreign page must not plant its own session in the browser.
-        check_origin(origin, settings)
-    grant = token_request(await read_body(request, form=True))
-    if isinstance(grant, RefreshGrantRequest):
-        try:
-            tokens = await service.refresh(
-                refresh_token=grant.refresh_token, client=client, now=now
-            )
-        except RefreshTokenRefused as exc:
-            # RFC 6749 §5.2 names every refusal of the grant invalid_grant; the detail says
-            # which (and a reused token has revoked its session all the same).
-            raise InvalidGrant(exc.detail) from None
-    else:
-        tokens = await service.login(
-            username=grant.username, password=grant.password, client=client, now=now
-        )
-    return token_response(response, tokens, transport=transport, settings=settings)
 
 
 def token_request(data: object) -> LoginRequest | RefreshGrantRequest:
