@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 from pydantic import ValidationError
@@ -206,27 +206,32 @@ def serve(
         port,
     )
 
+    options: dict[str, Any] = dict(
+        app="authsvc.main:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        server_header=False,
+        # uvicorn's httptools protocol with the request head bounded in size and time.
+        http="authsvc.serving:BoundedHttpToolsProtocol",
+        proxy_headers=False,  # X-Forwarded-For is judged by AUTHSVC_TRUSTED_PROXIES
+        timeout_graceful_shutdown=20,
+        # Our request middleware logs each request once, as structured data.
+        access_log=False,
+        log_config=logging_config(settings.operations.log_format, settings.operations.log_level),
+        log_level=settings.operations.log_level,
+        ssl_certfile=str(tls[0]) if tls else None,
+        ssl_keyfile=str(tls[1]) if tls else None,
+    )
+    from authsvc.workers import reuse_port_available, run_workers
+
     with metrics_directory(workers):
-        uvicorn.run(
-            "authsvc.main:create_app",
-            factory=True,
-            host=host,
-            port=port,
-            workers=workers,
-            server_header=False,
-            # uvicorn's httptools protocol with the request head bounded in size and time.
-            http="authsvc.serving:BoundedHttpToolsProtocol",
-            proxy_headers=False,  # X-Forwarded-For is judged by AUTHSVC_TRUSTED_PROXIES
-            timeout_graceful_shutdown=20,
-            # Our request middleware logs each request once, as structured data.
-            access_log=False,
-            log_config=logging_config(
-                settings.operations.log_format, settings.operations.log_level
-            ),
-            log_level=settings.operations.log_level,
-            ssl_certfile=str(tls[0]) if tls else None,
-            ssl_keyfile=str(tls[1]) if tls else None,
-        )
+        if workers > 1 and reuse_port_available():
+            # A socket per worker, so connections spread over the workers (authsvc.workers).
+            run_workers(uvicorn.Config(**options))
+        else:
+            uvicorn.run(**options)
 
 
 def uses_development_key(settings: Settings) -> bool:

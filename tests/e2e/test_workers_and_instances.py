@@ -204,3 +204,36 @@ async def test_sigterm_lets_inflight_logins_finish(
 
 
 # Races of one token over several instances: the table in tests/e2e/test_concurrency.py.
+
+
+async def test_connections_that_arrive_together_spread_over_the_workers(
+    database_url: str, clean_db: object, tmp_path: Path
+) -> None:
+    """Each worker listens on a socket of its own (SO_REUSEPORT, authsvc.workers): 16
+    clients that connect at once reach both workers. On one shared socket, the worker that
+    woke first used to accept them all."""
+    env = server_env(database_url, tmp_path / "data")
+    server = await asyncio.to_thread(
+        start_server, tmp_path / "srv", env=env, args=["--workers", "2"]
+    )
+    try:
+        assert "listens on its own socket (SO_REUSEPORT)" in server.output()
+        for _ in range(300):  # both workers listening, not only the first to answer
+            if server.output().count("Application startup complete") == 2:
+                break
+            await asyncio.sleep(0.1)
+        clients = [httpx.AsyncClient(base_url=server.url, timeout=30) for _ in range(16)]
+        try:
+            statuses = await asyncio.gather(*(c.get("/healthz") for c in clients))
+            assert {r.status_code for r in statuses} == {200}
+        finally:
+            await asyncio.gather(*(c.aclose() for c in clients))
+        await asyncio.sleep(0.2)  # the access lines are written after each answer
+        answered_by = {
+            line["pid"]
+            for line in json_lines(server)
+            if line.get("message") == "request" and line.get("path") == "/healthz"
+        }
+        assert answered_by == worker_pids(server), answered_by
+    finally:
+        server.stop()
