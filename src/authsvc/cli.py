@@ -46,6 +46,7 @@ T = TypeVar("T")
 # prometheus_client's switch for multiprocess mode (observability.metrics reads it too; not
 # imported from there, as importing prometheus_client here would fix its mode too early).
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+SLOTS_DIR_ENV = "AUTHSVC_HASH_SLOTS_DIR"  # security.passwords.SLOTS_DIR_ENV
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -226,7 +227,7 @@ def serve(
     )
     from authsvc.workers import reuse_port_available, run_workers
 
-    with metrics_directory(workers):
+    with metrics_directory(workers), hashing_slots(workers):
         if workers > 1 and reuse_port_available():
             # A socket per worker, so connections spread over the workers (authsvc.workers).
             run_workers(uvicorn.Config(**options))
@@ -320,6 +321,22 @@ def metrics_directory(workers: int) -> Iterator[None]:
         yield
     finally:
         os.environ.pop(MULTIPROC_ENV, None)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@contextmanager
+def hashing_slots(workers: int) -> Iterator[None]:
+    """For ``--workers N > 1``: a directory of hashing slots the workers share, so that they
+    run no more argon2 hashes at once than there are cores (security.passwords.MachineSlots)."""
+    if workers <= 1:
+        yield
+        return
+    path = Path(tempfile.mkdtemp(prefix="authsvc-hashing-"))
+    os.environ[SLOTS_DIR_ENV] = str(path)
+    try:
+        yield
+    finally:
+        os.environ.pop(SLOTS_DIR_ENV, None)
         shutil.rmtree(path, ignore_errors=True)
 
 

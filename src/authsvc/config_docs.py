@@ -42,6 +42,9 @@ OTHER_VARIABLES: dict[str, str] = {
     "Service named `authsvc`; deploy/kubernetes sets `enableServiceLinks: false` so it does "
     "not.",
     "AUTHSVC_SERVICE_HOST": "not read: see `AUTHSVC_PORT`.",
+    "AUTHSVC_HASH_SLOTS_DIR": "set by `authsvc serve --workers N` for its workers: the "
+    "directory of the hashing slots they share (no more argon2 hashes at once than cores); "
+    "not to be set by hand.",
 }
 
 HEADER = """\

@@ -31,7 +31,7 @@ from authsvc.observability.metrics import (
     mark_this_worker_dead,
 )
 from authsvc.security.keys import load_previous_keys, load_signing_key
-from authsvc.security.passwords import PasswordHasher
+from authsvc.security.passwords import PasswordHasher, machine_slots_from_env
 from authsvc.security.tokens import TokenCodec
 from authsvc.services.events import EventSink, FanOut
 from authsvc.services.purge import start_background_purge, stop_background_purge
@@ -54,6 +54,7 @@ def build_hasher(settings: Settings, metrics: ServiceMetrics | None = None) -> P
         concurrency=settings.passwords.password_hash_concurrency,
         queue_max=settings.passwords.password_hash_queue_max,
         observe=metrics.observe_hash if metrics is not None else None,
+        machine_slots=machine_slots_from_env(),
     )
 
 

@@ -7,12 +7,13 @@ import sys
 import threading
 import time
 from contextvars import Context
+from pathlib import Path
 
 import pytest
 
 from authsvc.errors import HashingBusy
 from authsvc.security import passwords
-from authsvc.security.passwords import PasswordHasher
+from authsvc.security.passwords import MachineSlots, PasswordHasher
 
 
 async def test_real_parameters_are_owasp_minimum_argon2id() -> None:
@@ -180,3 +181,49 @@ async def test_hashing_threads_run_at_the_lowest_priority() -> None:
     assert set(seen) == {passwords.HASH_THREAD_NICE}
     # The event loop's own thread keeps its priority.
     assert nice_of_this_thread() == os.getpriority(os.PRIO_PROCESS, 0) < passwords.HASH_THREAD_NICE
+
+
+async def test_workers_sharing_slots_run_no_more_hashes_at_once_than_slots(
+    tmp_path: Path,
+) -> None:
+    """Two hashers (two workers of one serve) share two slots (MachineSlots): with four
+    threads each and sixteen hashes asked for at once, at most two run at any moment, and
+    all sixteen are done."""
+    running = 0
+    most = 0
+    lock = threading.Lock()
+
+    hashers = [
+        PasswordHasher(
+            memory_cost=8,
+            time_cost=1,
+            concurrency=4,
+            machine_slots=MachineSlots(tmp_path, 2),
+        )
+        for _ in range(2)
+    ]
+
+    def counted(hasher: PasswordHasher) -> None:
+        original = hasher._hash.hash
+
+        def hash_(password: str) -> str:
+            nonlocal running, most
+            with lock:
+                running += 1
+                most = max(most, running)
+            time.sleep(0.05)  # long enough for the others to try
+            with lock:
+                running -= 1
+            return original(password)
+
+        hasher._hash.hash = hash_  # type: ignore[method-assign]
+
+    for hasher in hashers:
+        counted(hasher)
+    try:
+        results = await asyncio.gather(*(hashers[i % 2].hash(f"pw{i}") for i in range(16)))
+    finally:
+        for hasher in hashers:
+            hasher.close()
+    assert len(results) == 16
+    assert most == 2

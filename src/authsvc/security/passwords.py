@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
+from pathlib import Path
 from typing import TypeVar
 
 import anyio
@@ -58,6 +60,7 @@ class PasswordHasher:
         concurrency: int = 2,
         queue_max: int | None = None,
         observe: HashObserver | None = None,
+        machine_slots: MachineSlots | None = None,
     ) -> None:
         self._hash = PasswordHash(
             (Argon2Hasher(memory_cost=memory_cost, time_cost=time_cost, parallelism=parallelism),)
@@ -72,6 +75,7 @@ class PasswordHasher:
         self._max_admitted = None if queue_max is None else concurrency + queue_max
         self._dummy_hash: str | None = None
         self._observe = observe
+        self._slots = machine_slots
 
     def has_room(self) -> bool:
         """Whether a hash asked for now would run or wait, rather than be refused."""
@@ -99,15 +103,17 @@ class PasswordHasher:
 
     async def _run(self, operation: str, func: Callable[..., T], *args: str) -> T:
         observe = self._observe
+        slots = self._slots
 
         def timed() -> T:
-            # Timed inside the thread: the figure is argon2's cost, not the queue's.
-            started = time.perf_counter()
-            try:
-                return func(*args)
-            finally:
-                if observe is not None:
-                    observe(operation, time.perf_counter() - started)
+            with slots.hold() if slots is not None else contextlib.nullcontext():
+                # Timed inside the thread: the figure is argon2's cost, not the queue's.
+                started = time.perf_counter()
+                try:
+                    return func(*args)
+                finally:
+                    if observe is not None:
+                        observe(operation, time.perf_counter() - started)
 
         with self.reservation():
             async with self._limiter:
@@ -134,6 +140,66 @@ class PasswordHasher:
         if self._dummy_hash is None:
             self._dummy_hash = await self.hash(_DUMMY_PASSWORD)
         await self._run("verify", self._hash.verify, password, self._dummy_hash)
+
+
+class MachineSlots:
+    """At most ``count`` argon2 runs at once across every process that shares ``directory``
+    (the workers of one ``authsvc serve --workers N``, which sets it up: cli.serve).
+
+    Each worker bounds its own hashes (``concurrency``), but N workers could run N times as
+    many as there are cores, and argon2 runs that outnumber the cores only share them while
+    their memory (``memory_cost`` each) evicts one another from the CPU caches: measured here,
+    four concurrent runs on two cores cost each hash over a tenth more CPU than two did. A
+    slot is an exclusive ``flock`` on one of ``count`` files, taken by the hashing thread
+    itself (never the event loop): a free one at once, else it waits on one of them.
+    """
+
+    def __init__(self, directory: Path, count: int) -> None:
+        self._paths = [directory / f"argon2-slot-{i}" for i in range(max(1, count))]
+        for path in self._paths:
+            path.touch(exist_ok=True)
+        self._local = threading.local()
+
+    def _files(self) -> list[int]:
+        # Per thread: flock belongs to an open file, so two threads sharing one would both
+        # "hold" the same slot.
+        files: list[int] | None = getattr(self._local, "files", None)
+        if files is None:
+            files = self._local.files = [os.open(p, os.O_RDWR) for p in self._paths]
+        return files
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        files = self._files()
+        start = (os.getpid() + threading.get_native_id()) % len(files)
+        order = files[start:] + files[:start]
+        held = None
+        for fd in order:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue
+            held = fd
+            break
+        if held is None:
+            held = order[0]
+            fcntl.flock(held, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(held, fcntl.LOCK_UN)
+
+
+# Set by ``authsvc serve --workers N`` for its workers (cli.serve): the directory of their
+# shared hashing slots (``MachineSlots``). Not a setting: the workers of one server share it.
+SLOTS_DIR_ENV = "AUTHSVC_HASH_SLOTS_DIR"
+
+
+def machine_slots_from_env() -> MachineSlots | None:
+    directory = os.environ.get(SLOTS_DIR_ENV)
+    if not directory:
+        return None
+    return MachineSlots(Path(directory), len(os.sched_getaffinity(0)))
 
 
 def _lower_priority() -> None:
