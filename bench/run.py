@@ -633,8 +633,8 @@ def floor_server(plan: Plan, db: str, workdir: Path, tag: str) -> Server:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("AUTHSVC_")}
     env.update(BENCH_FLOOR_DSN=dsn(plan, db), BENCH_FLOOR_KEY=str(workdir / "es256.pem"))
-    argv = [str(BIN / "uvicorn"), "floor:app", "--app-dir", str(BENCH), "--workers", "2"]
-    argv += ["--port", str(port), "--no-access-log", "--log-level", "warning"]
+    # As authsvc serve: uvicorn's supervisor, a socket per worker (bench/serve_floor.py).
+    argv = [str(BIN / "python"), str(BENCH / "serve_floor.py"), str(port)]
     return Server("floor", argv, env, port, workdir / f"floor-{tag}.log")
 
 
