@@ -312,31 +312,31 @@ def metrics_directory(workers: int) -> Iterator[None]:
             stale.unlink(missing_ok=True)
         yield
         return
-    if workers <= 1:
+    with _workers_directory(workers, MULTIPROC_ENV, "authsvc-metrics-"):
         yield
-        return
-    path = Path(tempfile.mkdtemp(prefix="authsvc-metrics-"))
-    os.environ[MULTIPROC_ENV] = str(path)
-    try:
-        yield
-    finally:
-        os.environ.pop(MULTIPROC_ENV, None)
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @contextmanager
 def hashing_slots(workers: int) -> Iterator[None]:
     """For ``--workers N > 1``: a directory of hashing slots the workers share, so that they
     run no more argon2 hashes at once than there are cores (security.passwords.MachineSlots)."""
+    with _workers_directory(workers, SLOTS_DIR_ENV, "authsvc-hashing-"):
+        yield
+
+
+@contextmanager
+def _workers_directory(workers: int, variable: str, prefix: str) -> Iterator[None]:
+    """With ``workers > 1``: a fresh temporary directory named in ``variable`` for the
+    workers (they inherit the environment), removed when the server stops."""
     if workers <= 1:
         yield
         return
-    path = Path(tempfile.mkdtemp(prefix="authsvc-hashing-"))
-    os.environ[SLOTS_DIR_ENV] = str(path)
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    os.environ[variable] = str(path)
     try:
         yield
     finally:
-        os.environ.pop(SLOTS_DIR_ENV, None)
+        os.environ.pop(variable, None)
         shutil.rmtree(path, ignore_errors=True)
 
 

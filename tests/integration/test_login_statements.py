@@ -4,7 +4,7 @@ autocommit, with the outcomes, rows and events of the general path (SQLite's).""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -12,8 +12,6 @@ import pytest
 from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from authsvc.config import Settings
-from authsvc.db import make_engine
 from authsvc.errors import AccountDisabled, InvalidCredentials, TooManyAttempts
 from authsvc.models import (
     AuditEvent,
@@ -43,24 +41,6 @@ class Recorder:
 
     async def record(self, event: AuthEvent) -> None:
         self.events.append(event)
-
-
-@pytest.fixture
-async def pg(
-    backend: str, make_settings: Callable[..., Settings]
-) -> AsyncIterator[Callable[..., Harness]]:
-    assert backend == "postgresql"
-    engines: list[AsyncEngine] = []
-
-    def factory(**overrides: Any) -> Harness:
-        settings = make_settings(**overrides)
-        engine = make_engine(settings)
-        engines.append(engine)
-        return Harness(settings, engine)
-
-    yield factory
-    for engine in engines:
-        await engine.dispose()
 
 
 async def _user(h: Harness, hasher: PasswordHasher | None = None) -> tuple[str, uuid.UUID]:

@@ -4,16 +4,13 @@ the same successor as the general path."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
 from sqlalchemy import event, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from authsvc.config import Settings
-from authsvc.db import make_engine
 from authsvc.models import AuditEvent, AuthSession, RefreshToken
 from authsvc.repositories.sessions import SessionRepository
 from authsvc.security.tokens import token_hash
@@ -22,24 +19,6 @@ from tests.integration.test_rotation_race import Harness
 
 # The one-statement rotation is PostgreSQL's (SQLite takes the general path).
 pytestmark = ONLY_POSTGRESQL
-
-
-@pytest.fixture
-async def pg(
-    backend: str, make_settings: Callable[..., Settings]
-) -> AsyncIterator[Callable[..., Harness]]:
-    assert backend == "postgresql"
-    engines: list[AsyncEngine] = []
-
-    def factory(**overrides: Any) -> Harness:
-        settings = make_settings(**overrides)
-        engine = make_engine(settings)
-        engines.append(engine)
-        return Harness(settings, engine)
-
-    yield factory
-    for engine in engines:
-        await engine.dispose()
 
 
 class Statements:

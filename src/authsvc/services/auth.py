@@ -189,20 +189,7 @@ class AuthService:
                 replace(event, type=EventType.LOGIN_THROTTLED, user_id=found[0] if found else None)
             )
             raise
-        if found is None:
-            await self._hasher.dummy_verify(password)
-            valid, new_hash = False, None
-        else:
-            valid, new_hash = await self._hasher.verify_and_update(password, found[1])
-        if found is None or not valid:
-            # The attempt stays counted: it is this failure's record.
-            await self._uow.report(
-                replace(event, reason=Reason.UNKNOWN_USER)
-                if found is None
-                else replace(event, user_id=found[0], reason=Reason.WRONG_PASSWORD)
-            )
-            raise InvalidCredentials()
-        user_id, _, disabled_at = found
+        (user_id, _, disabled_at), new_hash = await self._check_password(found, password, event)
         tokens: IssuedTokens | None = None
         async with self._uow.write():
             # The account may have been disabled while the password was being hashed: check
@@ -285,20 +272,7 @@ class AuthService:
                 replace(event, type=EventType.LOGIN_THROTTLED, user_id=found[0] if found else None)
             )
             raise
-        if found is None:
-            await self._hasher.dummy_verify(password)
-            valid, new_hash = False, None
-        else:
-            valid, new_hash = await self._hasher.verify_and_update(password, found[1])
-        if found is None or not valid:
-            # The attempt stays counted: it is this failure's record.
-            await self._uow.report(
-                replace(event, reason=Reason.UNKNOWN_USER)
-                if found is None
-                else replace(event, user_id=found[0], reason=Reason.WRONG_PASSWORD)
-            )
-            raise InvalidCredentials()
-        user_id, _, disabled_at = found
+        (user_id, _, disabled_at), new_hash = await self._check_password(found, password, event)
         session_id = uuid.uuid4()
         cap, claims = self._first_refresh_claims(user_id, session_id, now)
         refresh = self._codec.issue_refresh_token(claims)
@@ -344,6 +318,31 @@ class AuthService:
             iat=iat,
             exp=min(iat + self._settings.tokens.refresh_token_ttl_seconds, int(cap.timestamp())),
         )
+
+    async def _check_password(
+        self,
+        found: tuple[uuid.UUID, str, datetime | None] | None,
+        password: str,
+        event: AuthEvent,
+    ) -> tuple[tuple[uuid.UUID, str, datetime | None], str | None]:
+        """Verify ``password`` against the user ``found`` (a dummy hash when there is none, at
+        the same cost): the user, and a new hash when the parameters changed. A failure is
+        reported and raised as ``InvalidCredentials``; its attempt stays counted: it is the
+        failure's record.
+        """
+        if found is None:
+            await self._hasher.dummy_verify(password)
+            valid, new_hash = False, None
+        else:
+            valid, new_hash = await self._hasher.verify_and_update(password, found[1])
+        if found is None or not valid:
+            await self._uow.report(
+                replace(event, reason=Reason.UNKNOWN_USER)
+                if found is None
+                else replace(event, user_id=found[0], reason=Reason.WRONG_PASSWORD)
+            )
+            raise InvalidCredentials()
+        return found, new_hash
 
     async def _known_address(self, username: str, digests: list[str], now: datetime) -> bool:
         days = self._settings.throttle.login_known_address_days
