@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+import anyio
 import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import DateTime, MetaData, event
 from sqlalchemy.engine import Dialect, Engine, ExceptionContext, make_url
@@ -441,19 +442,31 @@ async def driver_connection(engine: AsyncEngine) -> AsyncIterator[Any]:
             raise
         raise DBAPIError.instance(None, None, exc, dbapi.Error) from exc
     driver: Any = raw.driver_connection
+    failed: BaseException | None = None
     try:
         yield driver
-    except (OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresError) as exc:
-        if not isinstance(exc, asyncpg.PostgresError) or driver.is_closed():
-            await greenlet_spawn(raw.invalidate, exc)
-        if isinstance(exc, OSError | TimeoutError):
-            raise OperationalError("driver", None, exc) from exc
+    except BaseException as exc:
+        sqlstate = str(getattr(exc, "sqlstate", "") or "")
+        refused = isinstance(exc, asyncpg.PostgresError) and not sqlstate.startswith(("08", "57P"))
+        if not refused or driver.is_closed():
+            # Anything but the server's refusal of a statement (a socket error, a timeout, a
+            # task cancelled mid-statement, the server shutting down) may leave the protocol
+            # half way through an operation: the connection must never serve another request.
+            driver.terminate()
+            failed = exc
+        if isinstance(exc, OSError | TimeoutError | asyncpg.InternalClientError):
+            # The connection failed under the statement: the API's 503 (api.errors).
+            raise OperationalError("driver", None, exc, connection_invalidated=True) from exc
         raise
     finally:
-        try:
-            await greenlet_spawn(raw.close)
-        finally:
-            gate.release()
+        # Shielded: a cancelled request still gives its connection and its place back.
+        with anyio.CancelScope(shield=True):
+            try:
+                if failed is not None:
+                    await greenlet_spawn(raw.invalidate, failed)
+                await greenlet_spawn(raw.close)
+            finally:
+                gate.release()
 
 
 class _Gate(asyncio.Semaphore):

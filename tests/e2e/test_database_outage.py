@@ -199,7 +199,9 @@ async def test_dead_and_hung_database_give_fast_503s_and_recover(tmp_path: Path)
         try:
             await _outage_scenario(server.url, cluster)
         except BaseException:
-            print(server.output()[-5000:])
+            # What went wrong: the errors and tracebacks (a 500's), not the info and warnings.
+            output = server.output().splitlines()
+            print("\n".join(x for x in output if '"level": "info"' not in x and "warning" not in x))
             print(cluster.log()[-3000:])
             raise
         finally:
