@@ -167,7 +167,9 @@ async def database_url(backend: str, tmp_path_factory: pytest.TempPathFactory) -
             pytest.fail(f"PostgreSQL at {PG_URL_ENV} is unreachable: {exc}")
     # Migrations, not create_all: the suite runs on the schema users get.
     # (In a thread: Alembic's async env runs its own event loop.)
-    await asyncio.to_thread(upgrade_to_head, Settings(database_url=url, _env_file=None))  # type: ignore[call-arg]
+    # With the init container's statement timeout (docs/deployment.md), not a request's 2 s.
+    migrate_with = Settings(database_url=url, db_statement_timeout_seconds=300.0, _env_file=None)  # type: ignore[call-arg]
+    await asyncio.to_thread(upgrade_to_head, migrate_with)
     return url
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
+import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -13,12 +15,22 @@ from sqlalchemy import Connection, inspect
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from authsvc.config import Settings
-from authsvc.db import Base
+from authsvc.db import Base, make_engine
 from authsvc.migrations import alembic_config, upgrade_to_head
 
 
 def settings_for(database_url: str) -> Settings:
-    return Settings(database_url=database_url, _env_file=None)  # type: ignore[call-arg]
+    # As the Kubernetes init container runs `authsvc migrate` (docs/deployment.md): catalog
+    # reads and DDL get minutes, not a request's 2 s, which a loaded CI host has exceeded.
+    return Settings(database_url=database_url, db_statement_timeout_seconds=300.0, _env_file=None)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+async def inspection_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    """An engine on the test's (migrated) database with the migration timeouts."""
+    engine = make_engine(settings_for(database_url))
+    yield engine
+    await engine.dispose()
 
 
 def schema_state(conn: Connection) -> tuple[list[Any], set[str], str | None]:
@@ -45,21 +57,21 @@ def head(database_url: str) -> str:
 
 
 async def test_the_schema_after_upgrade_is_the_models(
-    database_url: str, db_engine: AsyncEngine
+    database_url: str, inspection_engine: AsyncEngine
 ) -> None:
-    diff, tables, revision = await state(db_engine)
+    diff, tables, revision = await state(inspection_engine)
     assert diff == [], f"the migrations and the models differ: {diff}"
     assert tables == set(Base.metadata.tables) | {"alembic_version"}
     assert revision == head(database_url)
 
 
 async def test_downgrade_to_nothing_and_upgrade_again_round_trips(
-    database_url: str, db_engine: AsyncEngine
+    database_url: str, inspection_engine: AsyncEngine
 ) -> None:
     config = alembic_config(settings_for(database_url))
     try:
         await asyncio.to_thread(command.downgrade, config, "base")
-        _, tables, revision = await state(db_engine)
+        _, tables, revision = await state(inspection_engine)
         assert tables <= {"alembic_version"}, f"left behind by the downgrades: {tables}"
         assert revision is None
         # One revision at a time, as deployments met them.
@@ -69,12 +81,12 @@ async def test_downgrade_to_nothing_and_upgrade_again_round_trips(
         ]
         for expected in revisions:
             await asyncio.to_thread(command.upgrade, config, "+1")
-            assert (await state(db_engine))[2] == expected
+            assert (await state(inspection_engine))[2] == expected
     finally:
         await asyncio.to_thread(upgrade_to_head, settings_for(database_url))
         # Pooled connections may hold plans for the dropped tables (asyncpg caches them).
-        await db_engine.dispose()
-    diff, tables, revision = await state(db_engine)
+        await inspection_engine.dispose()
+    diff, tables, revision = await state(inspection_engine)
     assert diff == [], f"after the round trip the schema differs from the models: {diff}"
     assert tables == set(Base.metadata.tables) | {"alembic_version"}
     assert revision == head(database_url)
@@ -85,7 +97,9 @@ async def test_alembic_check_finds_nothing_to_generate(database_url: str) -> Non
     await asyncio.to_thread(command.check, alembic_config(settings_for(database_url)))
 
 
-async def test_upgrade_at_head_changes_nothing(database_url: str, db_engine: AsyncEngine) -> None:
-    before = await state(db_engine)
+async def test_upgrade_at_head_changes_nothing(
+    database_url: str, inspection_engine: AsyncEngine
+) -> None:
+    before = await state(inspection_engine)
     await asyncio.to_thread(upgrade_to_head, settings_for(database_url))
-    assert await state(db_engine) == before
+    assert await state(inspection_engine) == before
