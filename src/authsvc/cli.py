@@ -24,7 +24,7 @@ from authsvc import database_target
 from authsvc.config import Settings
 from authsvc.db import make_engine, make_sessionmaker
 from authsvc.errors import AuthError
-from authsvc.security import usernames
+from authsvc.security import argon2_memory, usernames
 from authsvc.security.keys import (
     KeyConfigError,
     SigningKey,
@@ -319,19 +319,24 @@ def metrics_directory(workers: int) -> Iterator[None]:
 @contextmanager
 def hashing_slots(workers: int) -> Iterator[None]:
     """For ``--workers N > 1``: a directory of hashing slots the workers share, so that they
-    run no more argon2 hashes at once than there are cores (security.passwords.MachineSlots)."""
-    with _workers_directory(workers, SLOTS_DIR_ENV, "authsvc-hashing-"):
+    run no more argon2 hashes at once than there are cores (security.passwords.MachineSlots).
+    On /dev/shm when it is a writable tmpfs: there the slots also share argon2's memory."""
+    shm = Path("/dev/shm")  # noqa: S108 - a private directory is made inside it
+    parent = shm if os.access(shm, os.W_OK) and argon2_memory.on_tmpfs(shm) else None
+    with _workers_directory(workers, SLOTS_DIR_ENV, "authsvc-hashing-", parent):
         yield
 
 
 @contextmanager
-def _workers_directory(workers: int, variable: str, prefix: str) -> Iterator[None]:
+def _workers_directory(
+    workers: int, variable: str, prefix: str, parent: Path | None = None
+) -> Iterator[None]:
     """With ``workers > 1``: a fresh temporary directory named in ``variable`` for the
     workers (they inherit the environment), removed when the server stops."""
     if workers <= 1:
         yield
         return
-    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
     os.environ[variable] = str(path)
     try:
         yield

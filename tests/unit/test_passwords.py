@@ -7,12 +7,16 @@ import sys
 import threading
 import time
 from contextvars import Context
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from argon2 import PasswordHasher as ArgonPasswordHasher
+from argon2.low_level import Type, hash_secret_raw
+from pwdlib.exceptions import UnknownHashError
 
 from authsvc.errors import HashingBusy
-from authsvc.security import passwords
+from authsvc.security import argon2_memory, passwords
 from authsvc.security.passwords import MachineSlots, PasswordHasher
 
 
@@ -227,3 +231,127 @@ async def test_workers_sharing_slots_run_no_more_hashes_at_once_than_slots(
             hasher.close()
     assert len(results) == 16
     assert most == 2
+
+
+# -- argon2 in a slot's shared memory (security.argon2_memory) -------------------------------
+
+
+def memory_files(directory: Path) -> list[Path]:
+    return sorted(directory.glob("argon2-memory-*"))
+
+
+def shared_hasher(directory: Path, **overrides: int) -> PasswordHasher:
+    params = {"memory_cost": 1024, "time_cost": 1, "concurrency": 2, **overrides}
+    return PasswordHasher(
+        **params,  # type: ignore[arg-type]
+        machine_slots=MachineSlots(directory, 2, shared_memory=True),
+    )
+
+
+def test_a_slot_computes_argon2_cffis_own_hash(tmp_path: Path) -> None:
+    salt = bytes(range(16))
+    params = argon2_memory.Parameters(memory_cost=1024, time_cost=2, parallelism=2)
+    region = argon2_memory.Region.open(tmp_path / "memory", 1024 * 1024)
+    for secret in (b"pw", "pässwörd ✓".encode(), b"x" * 200):
+        ours = argon2_memory.raw_hash(region, secret, salt, params, 32)
+        theirs = hash_secret_raw(
+            secret, salt, time_cost=2, memory_cost=1024, parallelism=2, hash_len=32, type=Type.ID
+        )
+        assert ours == theirs
+    # Too little memory for the parameters: the library refuses, nothing is overrun.
+    assert (
+        argon2_memory.raw_hash(region, b"pw", salt, replace(params, memory_cost=2048), 32) is None
+    )
+
+
+async def test_hashes_in_shared_memory_are_argon2_cffis_and_verify_both_ways(
+    tmp_path: Path,
+) -> None:
+    hasher = shared_hasher(tmp_path)
+    plain = PasswordHasher(memory_cost=1024, time_cost=1)
+    try:
+        ours = await hasher.hash("correct horse")
+        assert ours.startswith("$argon2id$v=19$m=1024,t=1,p=1$")
+        # The slot's memory was used: one file per slot that ran, sized for the run.
+        used = memory_files(tmp_path)
+        assert used and all(p.stat().st_size >= 1024 * 1024 for p in used)
+        # argon2-cffi itself accepts ours, and ours accepts argon2-cffi's.
+        assert ArgonPasswordHasher().verify(ours, "correct horse")
+        theirs = await plain.hash("correct horse")
+        assert await hasher.verify_and_update("correct horse", theirs) == (True, None)
+        assert await hasher.verify_and_update("correct horsf", theirs) == (False, None)
+        assert await hasher.verify_and_update("correct horse", ours) == (True, None)
+        assert await hasher.verify_and_update("", ours) == (False, None)
+    finally:
+        hasher.close()
+        plain.close()
+
+
+async def test_forged_and_foreign_hashes_in_shared_memory(tmp_path: Path) -> None:
+    hasher = shared_hasher(tmp_path)
+    try:
+        good = await hasher.hash("pw-1234567890")
+        head, digest = good.rsplit("$", 1)
+        flipped = ("A" if digest[0] != "A" else "B") + digest[1:]
+        assert await hasher.verify_and_update("pw-1234567890", f"{head}${flipped}") == (False, None)
+        # Another salt, same digest: forged.
+        prefix, salt, digest = good.rsplit("$", 2)
+        other_salt = ("A" if salt[0] != "A" else "B") + salt[1:]
+        assert await hasher.verify_and_update(
+            "pw-1234567890", f"{prefix}${other_salt}${digest}"
+        ) == (False, None)
+        # Not base64, truncated, another variant: argon2-cffi's own verdict (False).
+        for broken in (
+            good[:-10] + "!!!!!!!!!!",
+            good.rsplit("$", 1)[0],
+            good.replace("argon2id", "argon2i"),
+        ):
+            assert await hasher.verify_and_update("pw-1234567890", broken) == (False, None)
+        # Not argon2 at all: pwdlib says so, as without shared memory.
+        with pytest.raises(UnknownHashError):
+            await hasher.verify_and_update("pw-1234567890", "$2b$12$abcdefghijklmnopqrstuv")
+        # Other parameters verify (in a region grown for them), and ask for a new hash.
+        costly = await PasswordHasher(memory_cost=2048, time_cost=1).hash("pw-1234567890")
+        ok, new = await hasher.verify_and_update("pw-1234567890", costly)
+        assert ok is True and new is not None and new.startswith("$argon2id$v=19$m=1024,t=1,")
+    finally:
+        hasher.close()
+
+
+async def test_without_the_slots_memory_hashing_falls_back(tmp_path: Path) -> None:
+    # The memory cannot be had (here: its path is a directory; on a full tmpfs, ENOSPC).
+    for i in range(2):
+        (tmp_path / f"argon2-memory-{i}").mkdir()
+    hasher = shared_hasher(tmp_path)
+    try:
+        digest = await hasher.hash("pw-1234567890")
+        assert await hasher.verify_and_update("pw-1234567890", digest) == (True, None)
+        assert await hasher.verify_and_update("pw-123456789", digest) == (False, None)
+    finally:
+        hasher.close()
+
+
+async def test_workers_sharing_slot_memory_under_a_burst_get_every_verdict_right(
+    tmp_path: Path,
+) -> None:
+    """Two hashers (two workers) with four threads each share two slots and their memory:
+    48 verifications at once, half of them wrong, each verdict its own."""
+    hashers = [shared_hasher(tmp_path, concurrency=4) for _ in range(2)]
+    try:
+        stored = [await hashers[0].hash(f"pw-{i}") for i in range(6)]
+        checks = [(i, f"pw-{i % 6}" if i % 2 == 0 else f"pw-{i % 6}-wrong") for i in range(48)]
+        verdicts = await asyncio.gather(
+            *(hashers[i % 2].verify_and_update(pw, stored[i % 6]) for i, pw in checks)
+        )
+    finally:
+        for hasher in hashers:
+            hasher.close()
+    assert [ok for ok, _ in verdicts] == [i % 2 == 0 for i, _ in checks]
+    assert len(memory_files(tmp_path)) == 2
+
+
+def test_slot_memory_only_on_tmpfs(tmp_path: Path) -> None:
+    shm = Path("/dev/shm")  # noqa: S108 - only looked at
+    if shm.is_dir() and argon2_memory.on_tmpfs(shm):
+        assert argon2_memory.on_tmpfs(shm / "authsvc-hashing-x")
+    assert argon2_memory.on_tmpfs(Path("/proc")) is False
