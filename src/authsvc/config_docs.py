@@ -43,8 +43,8 @@ OTHER_VARIABLES: dict[str, str] = {
     "not.",
     "AUTHSVC_SERVICE_HOST": "not read: see `AUTHSVC_PORT`.",
     "AUTHSVC_HASH_SLOTS_DIR": "set by `authsvc serve --workers N` for its workers: the "
-    "directory of the hashing slots they share (no more argon2 hashes at once than cores); "
-    "not to be set by hand.",
+    "directory of the hashing slots they share (no more argon2 hashes at once than cores; on "
+    "`/dev/shm`, each slot's argon2 memory too: docs/deployment.md); not to be set by hand.",
 }
 
 HEADER = """\

@@ -15,6 +15,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from authsvc.security import argon2_memory
+from authsvc.security.passwords import SLOTS_DIR_ENV
 from tests.conftest import PASSWORD, unique_username
 from tests.e2e.processes import Server, server_env, start_server
 
@@ -164,6 +166,7 @@ async def test_sigterm_lets_inflight_logins_finish(
     server = await asyncio.to_thread(
         start_server, tmp_path / "srv", env=env, args=["--workers", str(workers)]
     )
+    slots: Path | None = None
     try:
         username = unique_username()
         async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
@@ -173,6 +176,15 @@ async def test_sigterm_lets_inflight_logins_finish(
             r = await http.post("/login", json={"username": username, "password": PASSWORD})
             assert r.status_code == 200
             one_login = time.monotonic() - started
+        slots = await asyncio.to_thread(hashing_slots_dir, server.process.pid)
+        if workers > 1 and argon2_memory.on_tmpfs(SHM):
+            # The workers share the slots, and on tmpfs each slot's argon2 memory: the hashes
+            # so far ran in it (security.argon2_memory).
+            assert slots is not None and slots.parent == SHM
+            used = await asyncio.to_thread(lambda: sorted(slots.glob("argon2-memory-*")))
+            assert used and all(p.stat().st_size >= 19456 * 1024 for p in used)
+        elif workers == 1:
+            assert slots is None
 
         async with httpx.AsyncClient(
             base_url=server.url, timeout=120, limits=httpx.Limits(max_keepalive_connections=0)
@@ -201,6 +213,29 @@ async def test_sigterm_lets_inflight_logins_finish(
     finally:
         await asyncio.to_thread(server.stop)
     assert "Application shutdown complete" in server.output()
+    if slots is not None:
+        assert not await asyncio.to_thread(slots.exists), "the slots outlived the server"
+
+
+SHM = Path("/dev/shm")  # noqa: S108 - only looked at
+
+
+def hashing_slots_dir(parent: int) -> Path | None:
+    """The hashing slots' directory that ``serve``'s workers (children of ``parent``) got."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid != parent:
+            continue
+        for item in environ:
+            if item.startswith(SLOTS_DIR_ENV.encode() + b"="):
+                return Path(item.split(b"=", 1)[1].decode())
+    return None
 
 
 # Races of one token over several instances: the table in tests/e2e/test_concurrency.py.

@@ -137,6 +137,24 @@ async def test_a_login_is_three_statements_and_writes_what_the_general_path_does
     assert await _scalar(h.engine, known) == 1
 
 
+async def test_only_the_attempts_commit_skips_the_flush_and_the_connection_keeps_flushing(
+    pg: Callable[..., Harness],
+) -> None:
+    """The first statement commits the attempt's row without waiting for the WAL flush
+    (``synchronous_commit`` off for that statement); the login's own change, and whatever
+    the pooled connection runs next, wait for it as always."""
+    # One pooled connection: the login's three statements and the check below share it.
+    h = pg(db_pool_size=1, db_max_overflow=0)
+    name, _ = await _user(h)
+    statements = Statements(h.engine)
+    await _login(h, name)
+    relaxed = [s for s in statements.seen if "synchronous_commit" in s]
+    assert len(relaxed) == 1 and relaxed[0] is statements.seen[0]
+    async with h.engine.connect() as conn:
+        setting = (await conn.exec_driver_sql("SHOW synchronous_commit")).scalar()
+    assert setting == "on"
+
+
 async def test_a_success_ends_the_accounts_run_of_failures(pg: Callable[..., Harness]) -> None:
     h = pg()
     name, _ = await _user(h)

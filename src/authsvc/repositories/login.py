@@ -62,6 +62,13 @@ class LoginRepository:
         none is) and, with ``windows`` (all three, the database's throttle), their blockers,
         the account's skipped from a known address. When none blocks, the attempt's row is
         inserted in the same statement and committed with it; a full window writes nothing.
+
+        That commit does not wait for the WAL to reach the disk (``synchronous_commit`` off
+        for this statement only): concurrent logins see the row as soon as it commits, which
+        is all the count needs, and the login does not wait on a flush before it hashes. A
+        crash of PostgreSQL in the next fraction of a second may lose the row (an attempt
+        then goes uncounted); the login's own change (``finish``) is flushed before it is
+        answered, as the contract's *Durability* asks.
         """
         params: dict[str, object] = {
             "username": username,
@@ -178,7 +185,9 @@ _ATTEMPT_UNLESS_BLOCKED = """
     RETURNING id
 )
 SELECT found.id, found.password_hash, found.disabled_at, known.known,
-    blockers.pair, blockers.address, blockers.account, (SELECT id FROM attempt)
+    blockers.pair, blockers.address, blockers.account, (SELECT id FROM attempt),
+    -- This statement's commit does not wait for its WAL flush (see ``start``).
+    set_config('synchronous_commit', 'off', true)
 FROM known CROSS JOIN blockers LEFT JOIN found ON true"""
 _START_COUNTED = DriverStatement(
     _FOUND_AND_KNOWN + _CHECKED_UNLESS_KNOWN + LOGIN_BLOCKERS_SQL + _ATTEMPT_UNLESS_BLOCKED
